@@ -1,0 +1,39 @@
+"""datalogger: buffered, batched, retried delivery of data chunks over a Thespian actor core."""
+
+from __future__ import annotations
+
+from .destinations.base import Destination
+from .messages import Log
+from .system import DataLogger, connect, get_default, log, start
+from .exceptions import (
+    Backpressure,
+    ConfigError,
+    DataLoggerError,
+    DeliveryTimeout,
+    InvalidData,
+    InvalidInput,
+    InvalidTopic,
+    NotRunning,
+    PermanentError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backpressure",
+    "ConfigError",
+    "DataLoggerError",
+    "DeliveryTimeout",
+    "DataLogger",
+    "Destination",
+    "InvalidData",
+    "InvalidInput",
+    "InvalidTopic",
+    "Log",
+    "NotRunning",
+    "PermanentError",
+    "connect",
+    "get_default",
+    "log",
+    "start",
+]

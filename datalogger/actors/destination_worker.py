@@ -1,0 +1,257 @@
+"""DestinationWorker: sends one topic's chunks to one destination.
+
+It is created by the topic's TopicSupervisor and receives :class:`StartWorker`
+first. Chunks arrive as :class:`DeliverChunk`; each ends in exactly one
+:class:`ChunkSettled` back to the supervisor, after delivery or after the
+rows were written to the dead-letter store. Between attempts a failed chunk
+waits on a ``wakeupAfter`` timer, never a sleep, and later chunks go on.
+
+With ``send_async`` every attempt runs in its own short-lived SendActor.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections import deque
+from datetime import timedelta
+from typing import Any
+
+import attrs
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited, WakeupMessage
+
+from ..batcher import Batcher
+from ..config import DestinationSpec
+from ..deadletters import DeadLetterStore
+from ..delivery import Attempt, DestinationHost, describe
+from ..messages import (
+    AttemptFailed,
+    ChunkSettled,
+    DeliverChunk,
+    SendChunk,
+    SendOutcome,
+    StartWorker,
+    WorkerFlush,
+    WorkerTick,
+)
+from ..retry import RetryPolicy
+from .send_actor import SendActor
+
+log = logging.getLogger("datalogger.worker")
+
+SEND_EXIT_GRACE = 2.0
+"""Seconds a SendActor that exited may still have its outcome in transit."""
+
+
+@attrs.define
+class Job:
+    """A chunk (or a batch of chunks) on its way to the destination."""
+
+    id: int
+    seqs: tuple[int, ...]
+    rows: list[dict[str, Any]]
+    attempt: int = 0
+    first_at: float = 0.0
+    started: float = 0.0
+
+
+class DestinationWorker(ActorTypeDispatcher):
+    """One destination, one topic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spec: DestinationSpec | None = None
+        self.topic = ""
+        self.supervisor: Any = None
+        self.host: DestinationHost | None = None
+        self.policy: RetryPolicy | None = None
+        self.dead_letters: DeadLetterStore | None = None
+        self.batcher: Batcher | None = None
+        self.queue: deque[Job] = deque()
+        self.waiting: dict[int, Job] = {}
+        self.senders: dict[int, tuple[Any, Job]] = {}
+        self.exited: set[int] = set()
+        self.ticking = False
+        self.ids = itertools.count(1)
+
+    # ------------------------------------------------------------------ setup
+    def receiveMsg_StartWorker(self, message: StartWorker, sender: Any) -> None:
+        """Take up the destination ``message.spec`` for ``message.topic``."""
+        self.spec = message.spec
+        self.topic = message.topic
+        self.supervisor = sender
+        self.host = DestinationHost(message.spec, message.topic)
+        self.policy = RetryPolicy(message.spec.retry)
+        self.dead_letters = DeadLetterStore(os.path.join(message.data_dir, "dead_letters"))
+        buffer = message.spec.buffer
+        if buffer is not None:
+            self.batcher = Batcher(buffer.max_size, buffer.interval, buffer.jitter)
+
+    # ------------------------------------------------------------------ intake
+    def receiveMsg_DeliverChunk(self, message: DeliverChunk, sender: Any) -> None:
+        """Queue a chunk, or add it to the buffer."""
+        if self.batcher is None:
+            self._enqueue((message.seq,), message.rows)
+            return
+        batch, delay = self.batcher.add(message.seq, message.rows)
+        if batch is not None:
+            self._enqueue(tuple(batch.seqs), batch.rows)
+        if delay is not None:
+            self.wakeupAfter(timedelta(seconds=delay), ("flush", self.batcher.generation))
+
+    def receiveMsg_WorkerFlush(self, message: WorkerFlush, sender: Any) -> None:
+        """Send buffered rows now."""
+        if self.batcher is not None:
+            batch = self.batcher.take()
+            if batch is not None:
+                self._enqueue(tuple(batch.seqs), batch.rows)
+
+    def _enqueue(self, seqs: tuple[int, ...], rows: list[dict[str, Any]]) -> None:
+        self.queue.append(Job(next(self.ids), seqs, rows))
+        self._pump()
+
+    def _pump(self) -> None:
+        assert self.spec is not None
+        if self.spec.send_async:
+            while self.queue and len(self.senders) < self.spec.max_in_flight:
+                self._spawn(self.queue.popleft())
+        elif self.queue and not self.ticking:
+            self.ticking = True
+            self.send(self.myAddress, WorkerTick())
+
+    # ------------------------------------------------------------------ sync sends
+    def receiveMsg_WorkerTick(self, message: WorkerTick, sender: Any) -> None:
+        """Send the chunk at the head of the queue."""
+        self.ticking = False
+        if not self.queue or self.host is None:
+            return
+        job = self.queue.popleft()
+        self._begin(job)
+        attempt = self.host.send(job.rows)
+        if not attempt.ok and not attempt.permanent:
+            self.host.restart()
+        self._outcome(job, attempt)
+        self._pump()
+
+    def _begin(self, job: Job) -> None:
+        job.attempt += 1
+        if job.attempt == 1:
+            job.first_at = time.time()
+            job.started = time.monotonic()
+
+    # ------------------------------------------------------------------ async sends
+    def _spawn(self, job: Job) -> None:
+        assert self.spec is not None
+        self._begin(job)
+        address = self.createActor(SendActor)
+        self.senders[job.id] = (address, job)
+        self.send(address, SendChunk(self.spec, self.topic, job.id, job.rows))
+
+    def receiveMsg_SendOutcome(self, message: SendOutcome, sender: Any) -> None:
+        """A SendActor reports its attempt."""
+        entry = self.senders.pop(message.token, None)
+        self.exited.discard(message.token)
+        if entry is None:
+            return
+        _, job = entry
+        error = message.error
+        if error is not None and not isinstance(error, BaseException):
+            error = RuntimeError(f"{message.error_type}: {error}")
+        self._outcome(
+            job,
+            Attempt(
+                ok=message.ok,
+                result=message.result,
+                error=error,
+                permanent=message.permanent,
+                bad_rows=message.bad_rows,
+            ),
+        )
+        self._pump()
+
+    def receiveMsg_ChildActorExited(self, message: ChildActorExited, sender: Any) -> None:
+        """A SendActor exited; if its outcome never comes, it crashed."""
+        for token, (address, _) in self.senders.items():
+            if address == message.childAddress:
+                self.exited.add(token)
+                self.wakeupAfter(timedelta(seconds=SEND_EXIT_GRACE), ("exited", token))
+                return
+
+    # ------------------------------------------------------------------ outcomes
+    def _outcome(self, job: Job, attempt: Attempt) -> None:
+        assert self.host is not None and self.policy is not None and self.spec is not None
+        if attempt.ok:
+            problem = self.host.on_success(attempt.result, job.rows)
+            self._settle(job, delivered=len(job.rows), dead=0, error=problem)
+            return
+        error = attempt.error or RuntimeError("unknown failure")
+        if attempt.permanent:
+            bad = attempt.bad_rows if attempt.bad_rows is not None else job.rows
+            self._give_up(job, error, bad)
+            return
+        decision = self.policy.decide(job.attempt, error, job.started)
+        if decision.retry:
+            self.waiting[job.id] = job
+            self.wakeupAfter(timedelta(seconds=decision.delay), ("retry", job.id))
+            self.send(
+                self.supervisor,
+                AttemptFailed(self.spec.name, job.seqs, job.attempt, describe(error), decision.delay),
+            )
+            return
+        self._give_up(job, error, job.rows)
+
+    def _give_up(self, job: Job, error: BaseException, bad: list[dict[str, Any]]) -> None:
+        assert self.host is not None and self.spec is not None and self.dead_letters is not None
+        self.host.on_error(error, bad)
+        reason = describe(error)
+        try:
+            self.dead_letters.add(
+                self.topic, self.spec.name, bad, reason, job.attempt, job.first_at, time.time()
+            )
+        except Exception as exc:  # noqa: BLE001 - disk trouble: keep the chunk and try later
+            log.error("cannot write dead letter for %s/%s: %s", self.topic, self.spec.name, describe(exc))
+            self.waiting[job.id] = job
+            self.wakeupAfter(timedelta(seconds=5), ("retry", job.id))
+            return
+        self._settle(job, delivered=len(job.rows) - len(bad), dead=len(bad), error=reason)
+
+    def _settle(self, job: Job, delivered: int, dead: int, error: str | None) -> None:
+        assert self.spec is not None
+        latency = time.monotonic() - job.started if job.started else 0.0
+        self.send(
+            self.supervisor,
+            ChunkSettled(self.spec.name, job.seqs, delivered, dead, job.attempt, latency, error),
+        )
+
+    # ------------------------------------------------------------------ timers
+    def receiveMsg_WakeupMessage(self, message: WakeupMessage, sender: Any) -> None:
+        """Retry timers, buffer timers and SendActor exit checks."""
+        kind, value = message.payload
+        if kind == "retry":
+            job = self.waiting.pop(value, None)
+            if job is not None:
+                self.queue.appendleft(job)
+                self._pump()
+        elif kind == "flush" and self.batcher is not None:
+            batch = self.batcher.due(value)
+            if batch is not None:
+                self._enqueue(tuple(batch.seqs), batch.rows)
+        elif kind == "exited" and value in self.exited:
+            self.exited.discard(value)
+            entry = self.senders.pop(value, None)
+            if entry is not None:
+                crash = RuntimeError(f"SendActor for topic {self.topic} exited without reporting")
+                self._outcome(entry[1], Attempt(ok=False, error=crash))
+                self._pump()
+
+    # ------------------------------------------------------------------ shutdown
+    def receiveMsg_ActorExitRequest(self, message: ActorExitRequest, sender: Any) -> None:
+        """Close the destination."""
+        if self.host is not None:
+            self.host.close()
+
+    def receiveUnrecognizedMessage(self, message: Any, sender: Any) -> None:
+        """Anything else is logged, never fatal."""
+        log.warning("DestinationWorker ignored %r", type(message).__name__)

@@ -1,0 +1,328 @@
+"""Configuration: parsing, validation and defaults.
+
+A configuration is a dict, or the path of a TOML file holding the same
+structure::
+
+    data_dir = ".datalogger"
+
+    [destinations.db]
+    type = "sqlite"
+    path = "data.db"
+
+    [destinations.files]
+    type = "jsonl"
+    directory = "out"
+    send_async = true
+
+Every key a destination table holds is either one of the framework options in
+:data:`DESTINATION_OPTIONS` or a keyword argument of the destination class. An
+unknown key, an unknown type or a missing required argument is named in the
+:class:`~datalogger.exceptions.ConfigError` raised by :func:`load_config`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .exceptions import ConfigError
+from .validation import TOPIC_PATTERN
+
+__all__ = [
+    "DESTINATION_OPTIONS",
+    "DESTINATION_TYPES",
+    "TOP_LEVEL_OPTIONS",
+    "BufferSettings",
+    "Config",
+    "DestinationSpec",
+    "RetrySettings",
+    "load_config",
+    "resolve_class",
+]
+
+#: Short names for the built-in destinations.
+DESTINATION_TYPES: dict[str, str] = {
+    "sqlite": "datalogger.destinations.sqlite:SqliteDestination",
+    "jsonl": "datalogger.destinations.jsonl:JsonlDestination",
+    "console": "datalogger.destinations.console:ConsoleDestination",
+    "memory": "datalogger.testing:CapturingDestination",
+    "postgres": "datalogger.destinations.postgres:PostgresDestination",
+    "influxdb": "datalogger.destinations.influxdb:InfluxDBDestination",
+}
+
+#: Top-level options: name -> (default, description).
+TOP_LEVEL_OPTIONS: dict[str, tuple[Any, str]] = {
+    "data_dir": (".datalogger", "Directory for dead letters, spill files and the write-ahead log."),
+    "log_timeout": (30.0, "Seconds `log()` waits for the node to accept a chunk."),
+    "shutdown_timeout": (10.0, "Seconds shutdown waits for buffers to be delivered before spilling them."),
+    "destinations": ({}, "Table of destinations, keyed by a name of your choice."),
+}
+
+#: Framework options every destination table may hold: name -> (default, description).
+DESTINATION_OPTIONS: dict[str, tuple[Any, str]] = {
+    "type": (None, "Short name of a built-in destination, or `package.module:Class`. Required."),
+    "prefix": (None, "Only topics starting with this prefix go to this destination."),
+    "send_async": (False, "Send every chunk from its own short-lived `SendActor`."),
+    "max_in_flight": (4, "With `send_async`, how many `SendActor`s may run at once."),
+    "retry": ({}, "Retry policy table; see `RetrySettings`."),
+    "buffer": (None, "Batching table (`max_size`, `interval`, `jitter`); none means send chunks as they come."),
+    "max_buffered_rows": (50_000, "Rows held in memory for this destination before `overflow` applies."),
+    "overflow": ("spill", "`spill` to disk, `block` the caller, or `drop_oldest` (counted)."),
+    "block_timeout": (10.0, "With `overflow = \"block\"`, seconds `log()` waits before raising `Backpressure`."),
+}
+
+OVERFLOW_POLICIES = ("spill", "block", "drop_oldest")
+
+
+@attrs.frozen
+class RetrySettings:
+    """How a failed chunk is retried before it is dead-lettered.
+
+    The delay before attempt ``n + 1`` is
+    ``min(max_delay, initial_delay * multiplier ** (n - 1)) + random(0, jitter)``.
+    Any tenacity ``stop``, ``wait`` or ``retry`` object given from Python replaces
+    the one built from these numbers.
+    """
+
+    max_attempts: int = 5
+    """Attempts in all, the first included."""
+    initial_delay: float = 0.5
+    """Seconds before the second attempt."""
+    max_delay: float = 30.0
+    """Upper bound of the delay between attempts."""
+    multiplier: float = 2.0
+    """Growth of the delay from one attempt to the next."""
+    jitter: float = 0.1
+    """Up to this many random seconds added to each delay."""
+    stop: Any = None
+    """A tenacity stop object (``tenacity.stop_after_delay(60)``) replacing ``max_attempts``."""
+    wait: Any = None
+    """A tenacity wait object replacing the exponential backoff."""
+    retry: Any = None
+    """A tenacity retry predicate deciding which exceptions are retried."""
+
+
+@attrs.frozen
+class BufferSettings:
+    """Batching of a destination's chunks before they are sent."""
+
+    max_size: int = 1000
+    """Rows that make the buffer flush at once."""
+    interval: float = 1.0
+    """Seconds from the first buffered row to the flush."""
+    jitter: float = 0.0
+    """Up to this many random seconds added to ``interval``, to spread flushes."""
+
+
+@attrs.frozen
+class DestinationSpec:
+    """One configured destination, validated."""
+
+    name: str
+    """The key of the destination's table."""
+    type: str
+    """The class, as ``package.module:Class``."""
+    options: Mapping[str, Any]
+    """Keyword arguments for the class."""
+    prefix: str | None = None
+    send_async: bool = False
+    max_in_flight: int = 4
+    retry: RetrySettings = RetrySettings()
+    buffer: BufferSettings | None = None
+    max_buffered_rows: int = 50_000
+    overflow: str = "spill"
+    block_timeout: float = 10.0
+
+    def takes(self, topic: str, any_prefix: bool) -> bool:
+        """True when this destination receives ``topic``."""
+        if not any_prefix or self.prefix is None:
+            return True
+        return topic.startswith(self.prefix)
+
+
+@attrs.frozen
+class Config:
+    """A whole validated configuration."""
+
+    destinations: tuple[DestinationSpec, ...]
+    data_dir: str = ".datalogger"
+    log_timeout: float = 30.0
+    shutdown_timeout: float = 10.0
+
+    def destinations_for(self, topic: str) -> tuple[DestinationSpec, ...]:
+        """The destinations that take ``topic``, honouring prefixes."""
+        any_prefix = any(d.prefix is not None for d in self.destinations)
+        return tuple(d for d in self.destinations if d.takes(topic, any_prefix))
+
+
+def resolve_class(type_name: str) -> type:
+    """Import the class named by a short type name or ``package.module:Class``."""
+    path = DESTINATION_TYPES.get(type_name, type_name)
+    module_name, sep, class_name = path.partition(":")
+    if not sep or not module_name or not class_name:
+        raise ConfigError(
+            f"unknown destination type {type_name!r}: use one of "
+            f"{', '.join(sorted(DESTINATION_TYPES))} or 'package.module:Class'"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"destination type {type_name!r}: cannot import {module_name}: {exc}") from exc
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
+        raise ConfigError(f"destination type {type_name!r}: {module_name} has no class {class_name}")
+    if not callable(getattr(cls, "send_data", None)):
+        raise ConfigError(f"destination type {type_name!r}: {path} has no send_data method")
+    return cls
+
+
+def _check_class_options(name: str, type_name: str, cls: type, options: Mapping[str, Any]) -> None:
+    signature = inspect.signature(cls)
+    params = list(signature.parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        accepted = None
+    else:
+        accepted = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    if accepted is not None:
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            known = sorted(accepted | set(DESTINATION_OPTIONS))
+            raise ConfigError(
+                f"destination {name!r} ({type_name}): unknown option {unknown[0]!r}; "
+                f"known options: {', '.join(known)}"
+            )
+    missing = [
+        p.name
+        for p in params
+        if p.default is inspect.Parameter.empty
+        and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        and p.name not in options
+    ]
+    if missing:
+        raise ConfigError(f"destination {name!r} ({type_name}): missing required option {missing[0]!r}")
+
+
+def _settings(cls: type, where: str, raw: Any) -> Any:
+    if raw is None:
+        return None
+    if isinstance(raw, cls):
+        return raw
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a table, not {type(raw).__name__}")
+    fields = {f.name: f for f in attrs.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown option {key!r}; known options: {', '.join(fields)}")
+    for key, value in raw.items():
+        default = fields[key].default
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{where}.{key} must be a non-negative number, not {value!r}")
+    return cls(**raw)
+
+
+def _number(where: str, value: Any, *, minimum: float = 0.0) -> Any:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{where} must be a number >= {minimum:g}, not {value!r}")
+    return value
+
+
+def _destination(name: str, raw: Any) -> DestinationSpec:
+    if not isinstance(name, str) or not TOPIC_PATTERN.match(name) or name in (".", ".."):
+        raise ConfigError(f"destination name {name!r} must match [A-Za-z0-9_.:-]{{1,255}}")
+    where = f"destinations.{name}"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a table, not {type(raw).__name__}")
+    if "type" not in raw:
+        raise ConfigError(f"{where}: missing required option 'type'")
+    type_name = raw["type"]
+    if not isinstance(type_name, str):
+        raise ConfigError(f"{where}.type must be a string, not {type_name!r}")
+    cls = resolve_class(type_name)
+    framework = {k: raw[k] for k in DESTINATION_OPTIONS if k in raw}
+    options = {k: v for k, v in raw.items() if k not in DESTINATION_OPTIONS}
+    _check_class_options(name, type_name, cls, options)
+    prefix = framework.get("prefix")
+    if prefix is not None and (not isinstance(prefix, str) or not prefix):
+        raise ConfigError(f"{where}.prefix must be a non-empty string, not {prefix!r}")
+    overflow = framework.get("overflow", "spill")
+    if overflow not in OVERFLOW_POLICIES:
+        raise ConfigError(f"{where}.overflow must be one of {', '.join(OVERFLOW_POLICIES)}, not {overflow!r}")
+    send_async = framework.get("send_async", False)
+    if not isinstance(send_async, bool):
+        raise ConfigError(f"{where}.send_async must be true or false, not {send_async!r}")
+    return DestinationSpec(
+        name=name,
+        type=f"{cls.__module__}:{cls.__qualname__}",
+        options=options,
+        prefix=prefix,
+        send_async=send_async,
+        max_in_flight=int(_number(f"{where}.max_in_flight", framework.get("max_in_flight", 4), minimum=1)),
+        retry=_settings(RetrySettings, f"{where}.retry", framework.get("retry", {})),
+        buffer=_settings(BufferSettings, f"{where}.buffer", framework.get("buffer")),
+        max_buffered_rows=int(
+            _number(f"{where}.max_buffered_rows", framework.get("max_buffered_rows", 50_000), minimum=1)
+        ),
+        overflow=overflow,
+        block_timeout=float(_number(f"{where}.block_timeout", framework.get("block_timeout", 10.0))),
+    )
+
+
+def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | None) -> Config:
+    """Validate a configuration given as a dict, a TOML file path or a :class:`Config`.
+
+    ``None`` gives the embedded default: SQLite and JSONL under ``data_dir``.
+
+    Raises:
+        ConfigError: naming the option, destination or file at fault.
+    """
+    if isinstance(source, Config):
+        return source
+    if source is None:
+        source = default_config()
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            with path.open("rb") as handle:
+                raw: Mapping[str, Any] = tomllib.load(handle)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    elif isinstance(source, Mapping):
+        raw = source
+    else:
+        raise ConfigError(f"config must be a dict or a TOML file path, not {type(source).__name__}")
+    unknown = sorted(set(raw) - set(TOP_LEVEL_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown top-level option {unknown[0]!r}; known options: {', '.join(TOP_LEVEL_OPTIONS)}")
+    destinations_raw = raw.get("destinations", {})
+    if not isinstance(destinations_raw, Mapping) or not destinations_raw:
+        raise ConfigError("config has no destinations: add at least one [destinations.NAME] table")
+    data_dir = raw.get("data_dir", ".datalogger")
+    if not isinstance(data_dir, (str, os.PathLike)):
+        raise ConfigError(f"data_dir must be a path, not {data_dir!r}")
+    return Config(
+        destinations=tuple(_destination(name, spec) for name, spec in destinations_raw.items()),
+        data_dir=os.path.abspath(os.fspath(data_dir)),
+        log_timeout=float(_number("log_timeout", raw.get("log_timeout", 30.0))),
+        shutdown_timeout=float(_number("shutdown_timeout", raw.get("shutdown_timeout", 10.0))),
+    )
+
+
+def default_config(base_dir: str = "datalogger-demo") -> dict[str, Any]:
+    """The embedded default: every topic to SQLite and to JSONL files, no server needed."""
+    return {
+        "data_dir": os.path.join(base_dir, "state"),
+        "destinations": {
+            "sqlite": {"type": "sqlite", "path": os.path.join(base_dir, "datalogger.db")},
+            "jsonl": {"type": "jsonl", "directory": os.path.join(base_dir, "jsonl")},
+        },
+    }

@@ -1,0 +1,64 @@
+"""The destination plug-in point.
+
+A destination is a plain class. Its worker builds it with the options from the
+configuration as keyword arguments, then calls :meth:`Destination.send_data`
+for every chunk. The built-in destinations are written exactly like this, so
+any of them is an example of how to write your own::
+
+    from datalogger import Destination
+
+    class Stdout(Destination):
+        def __init__(self, *, stream: str = "stdout") -> None:
+            self.stream = stream
+
+        def send_data(self, topic: str, data: list[dict]) -> int:
+            for row in data:
+                print(topic, row)
+            return len(data)
+
+Configure it with ``type = "mypackage.mymodule:Stdout"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Destination", "Rows"]
+
+#: A chunk as a destination sees it: a list of rows, each a dict.
+Rows = list[dict[str, Any]]
+
+
+class Destination:
+    """Base class of every destination. Only :meth:`send_data` is required.
+
+    Any exception raised by these methods is caught by the worker and reported;
+    it never crashes the actor tree. Raise :class:`datalogger.PermanentError`
+    for data that will never be accepted, so it is dead-lettered at once
+    instead of retried.
+    """
+
+    def send_data(self, topic: str, data: Rows) -> Any:
+        """Deliver one chunk of rows for ``topic``.
+
+        Returns:
+            Any result; it is passed on to :meth:`on_success`.
+
+        Raises:
+            PermanentError: the data (or some rows of it) can never be stored.
+            Exception: anything else is a transient failure and is retried.
+        """
+        raise NotImplementedError
+
+    def on_success(self, result: Any, topic: str, data: Rows) -> None:
+        """Called after ``send_data`` returned ``result`` for this chunk."""
+
+    def on_error(self, reason: BaseException | str, topic: str, data: Rows) -> None:
+        """Called when a chunk could not be delivered, before it is dead-lettered.
+
+        ``reason`` is the exception, or a string when the exception could not
+        be carried back (a crashed ``SendActor``).
+        """
+
+    def close(self) -> None:
+        """Release connections and files. Called on shutdown and before a restart."""

@@ -1,0 +1,212 @@
+"""The flow of one topic's chunks to one destination, as a plain class.
+
+A :class:`Lane` lives in a TopicSupervisor, one per destination. It keeps a
+copy of every chunk handed to the destination's worker until the worker
+reports it settled (delivered or dead-lettered), so a crashed worker can be
+given its chunks again. It bounds the rows held in memory with
+``max_buffered_rows`` and applies the destination's ``overflow`` policy:
+
+``spill``
+    Chunks beyond the bound go to a :class:`~datalogger.spill.SpillQueue` on
+    disk and are handed to the worker, in order, as room frees up.
+``block``
+    :meth:`Lane.has_room` says no; the supervisor holds the caller.
+``drop_oldest``
+    The oldest chunks not yet handed to the worker are dropped and counted.
+
+The lane has no actor code: the supervisor sends what its methods return.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .config import DestinationSpec
+
+__all__ = ["Chunk", "Lane", "LaneCounters"]
+
+Chunk = tuple[int, list[dict[str, Any]]]
+"""A sequence number and its rows."""
+
+COUNTER_NAMES = (
+    "received",
+    "delivered",
+    "failed",
+    "retried",
+    "dead_lettered",
+    "spilled",
+    "dropped",
+    "restarts",
+)
+
+
+class LaneCounters:
+    """Counters of one (topic, destination), as reported by ``stats()``."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.latencies: deque[float] = deque(maxlen=1024)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        """Increase counter ``name``."""
+        self.values[name] += amount
+
+    def error(self, message: str) -> None:
+        """Remember the last error and when it happened."""
+        self.last_error = message
+        self.last_error_at = time.time()
+
+    def snapshot(self, buffered: int, spill_bytes: int) -> dict[str, Any]:
+        """The counters as a plain dict."""
+        ordered = sorted(self.latencies)
+
+        def quantile(q: float) -> float | None:
+            if not ordered:
+                return None
+            return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+        return {
+            **self.values,
+            "buffered": buffered,
+            "spill_bytes": spill_bytes,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "latency_p50": quantile(0.50),
+            "latency_p99": quantile(0.99),
+        }
+
+
+class Lane:
+    """The chunks of one topic on their way to one destination."""
+
+    def __init__(self, spec: DestinationSpec, open_spill: Callable[[], Any]) -> None:
+        self.spec = spec
+        self._open_spill = open_spill
+        self._spill: Any = None
+        self.inflight: dict[int, list[dict[str, Any]]] = {}
+        self.inflight_rows = 0
+        self.backlog: deque[Chunk] = deque()
+        self.backlog_rows = 0
+        self.unsettled: set[int] = set()
+        self.counters = LaneCounters()
+
+    # ------------------------------------------------------------ spill access
+    @property
+    def spill(self) -> Any:
+        """The lane's spill queue, opened on first use."""
+        if self._spill is None:
+            self._spill = self._open_spill()
+        return self._spill
+
+    def _spill_waiting(self) -> int:
+        return len(self._spill) if self._spill is not None else 0
+
+    def adopt_spill(self) -> list[Chunk]:
+        """Open the spill queue left by an earlier run and return chunks to send now."""
+        spill = self.spill
+        if len(spill) == 0:
+            return []
+        return self._refill()
+
+    # -------------------------------------------------------------- intake
+    def has_room(self, rows: int) -> bool:
+        """True when ``rows`` more rows fit under ``max_buffered_rows``."""
+        held = self.inflight_rows + self.backlog_rows
+        return held == 0 or held + rows <= self.spec.max_buffered_rows
+
+    def offer(self, seq: int, rows: list[dict[str, Any]]) -> list[Chunk]:
+        """Take a new chunk; return the chunks to hand to the worker now."""
+        self.counters.add("received", len(rows))
+        self.unsettled.add(seq)
+        overflow = self.spec.overflow
+        if overflow == "spill" and (self._spill_waiting() or not self.has_room(len(rows))):
+            self.spill.push(seq, rows)
+            self.counters.add("spilled", len(rows))
+            return self._refill()
+        if overflow == "drop_oldest" and (self.backlog or not self.has_room(len(rows))):
+            self.backlog.append((seq, rows))
+            self.backlog_rows += len(rows)
+            self._drop_oldest()
+            return self._refill()
+        return [self._send(seq, rows)]
+
+    def _drop_oldest(self) -> None:
+        limit = self.spec.max_buffered_rows
+        while self.backlog and self.inflight_rows + self.backlog_rows > limit:
+            seq, rows = self.backlog.popleft()
+            self.backlog_rows -= len(rows)
+            self.unsettled.discard(seq)
+            self.counters.add("dropped", len(rows))
+
+    def _send(self, seq: int, rows: list[dict[str, Any]]) -> Chunk:
+        self.inflight[seq] = rows
+        self.inflight_rows += len(rows)
+        return seq, rows
+
+    def _refill(self) -> list[Chunk]:
+        out: list[Chunk] = []
+        limit = self.spec.max_buffered_rows
+        while self.backlog and (not self.inflight or self.inflight_rows + len(self.backlog[0][1]) <= limit):
+            seq, rows = self.backlog.popleft()
+            self.backlog_rows -= len(rows)
+            out.append(self._send(seq, rows))
+        while self._spill_waiting() and (not self.inflight or self.inflight_rows < limit):
+            room = max(1, limit - self.inflight_rows)
+            for seq, rows in self.spill.pop(room):
+                out.append(self._send(seq, rows))
+        return out
+
+    # -------------------------------------------------------------- outcomes
+    def settle(self, seqs: tuple[int, ...]) -> list[Chunk]:
+        """Forget settled chunks; return the chunks that now fit."""
+        for seq in seqs:
+            rows = self.inflight.pop(seq, None)
+            if rows is not None:
+                self.inflight_rows -= len(rows)
+            self.unsettled.discard(seq)
+        return self._refill()
+
+    def resend(self) -> list[Chunk]:
+        """Every chunk the worker held, in order, for a restarted worker."""
+        return sorted(self.inflight.items())
+
+    def settled_through(self, seq: int) -> bool:
+        """True when no chunk with a sequence number <= ``seq`` is unsettled."""
+        return not self.unsettled or min(self.unsettled) > seq
+
+    def buffered_rows(self) -> int:
+        """Rows not yet settled, in memory and on disk."""
+        spilled = self._spill.rows if self._spill is not None else 0
+        return self.inflight_rows + self.backlog_rows + spilled
+
+    def spill_bytes(self) -> int:
+        """Bytes in the spill queue on disk."""
+        return self._spill.bytes_on_disk if self._spill is not None else 0
+
+    def spill_everything(self) -> int:
+        """Move every unsettled chunk in memory to the spill queue; return its rows.
+
+        Used at shutdown: what is on disk is delivered at the next start.
+        """
+        chunks = sorted([*self.inflight.items(), *self.backlog])
+        spill = self.spill
+        moved = 0
+        # Appended after what is already on disk: nothing is rewritten, so a
+        # crash here loses nothing, at the price of order across the restart.
+        for seq, rows in chunks:
+            spill.push(seq, rows)
+            moved += len(rows)
+        self.inflight.clear()
+        self.inflight_rows = 0
+        self.backlog.clear()
+        self.backlog_rows = 0
+        return moved
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters for ``stats()``."""
+        return self.counters.snapshot(self.buffered_rows(), self.spill_bytes())

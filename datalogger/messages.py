@@ -1,0 +1,287 @@
+"""Every message that crosses between actors, or into the actor system.
+
+All are small frozen attrs classes with unique names, because Thespian's
+``ActorTypeDispatcher`` dispatches on the bare class name. ``Log`` is the one
+users send themselves::
+
+    from thespian.actors import ActorSystem
+    from datalogger.messages import Log
+
+    ActorSystem().tell(dl.router, Log("green", [{"x": 1}]))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+# --------------------------------------------------------------------------- public
+
+
+@attrs.frozen
+class Log:
+    """Log ``data`` (a row or a list of rows) to ``topic``."""
+
+    topic: str
+    """Where the data goes: a name from ``[A-Za-z0-9_.:-]``, 1 to 255 characters."""
+    data: Any
+    """One row (a dict) or a list of rows."""
+    reply: bool = False
+    """Answer with :class:`LogAccepted` or :class:`LogRejected` (use with ``ask``)."""
+    ref: int = 0
+    """Echoed in the answer, so a caller can match answers to requests."""
+
+
+@attrs.frozen
+class LogAccepted:
+    """Reply to :class:`Log`: every destination of the topic has the chunk."""
+
+    topic: str
+    """The topic logged to."""
+    seq: int
+    """The chunk's sequence number within its topic."""
+    ref: int = 0
+    """The ``ref`` of the :class:`Log` answered."""
+
+
+@attrs.frozen
+class LogRejected:
+    """Reply to :class:`Log` that was refused; nothing was kept."""
+
+    error: str
+    """Name of the datalogger exception class (``InvalidTopic``, ``Backpressure``...)."""
+    message: str
+    """What was wrong."""
+    ref: int = 0
+    """The ``ref`` of the :class:`Log` answered."""
+
+
+# ------------------------------------------------------------------ node control
+
+
+@attrs.frozen
+class ConfigureNode:
+    """Sent once to a new RootSupervisor with the validated configuration."""
+
+    config: Any
+    """A :class:`datalogger.config.Config`."""
+
+
+@attrs.frozen
+class NodeReady:
+    """Reply to :class:`ConfigureNode`."""
+
+    topics: tuple[str, ...] = ()
+    """Topics that had undelivered data on disk and were started at once."""
+
+
+@attrs.frozen
+class FlushRequest:
+    """Ask the node to deliver everything accepted so far."""
+
+    timeout: float
+    """Seconds to wait before answering with what is still pending."""
+    ref: int = 0
+
+
+@attrs.frozen
+class FlushReply:
+    """Reply to :class:`FlushRequest`."""
+
+    done: bool
+    """True when everything accepted before the request was delivered or dead-lettered."""
+    pending: dict[str, int] = attrs.field(factory=dict)
+    """Topic -> chunks still pending, when ``done`` is false."""
+    ref: int = 0
+
+
+@attrs.frozen
+class StatsRequest:
+    """Ask the node for its counters."""
+
+    ref: int = 0
+
+
+@attrs.frozen
+class StatsReply:
+    """Reply to :class:`StatsRequest`."""
+
+    stats: dict[str, Any]
+    """``{"topics": {topic: {destination: counters}}, "rejected": n, ...}``."""
+    ref: int = 0
+
+
+@attrs.frozen
+class ShutdownRequest:
+    """Ask the node to flush (within ``timeout``), spill the rest and close destinations."""
+
+    timeout: float
+    """Seconds to spend delivering before spilling what is left."""
+    ref: int = 0
+
+
+@attrs.frozen
+class ShutdownReady:
+    """Reply to :class:`ShutdownRequest`: the actor system may now be shut down."""
+
+    spilled_rows: int = 0
+    """Rows that could not be delivered in time and wait on disk for the next start."""
+    ref: int = 0
+
+
+# ------------------------------------------------------------- inside the tree
+
+
+@attrs.frozen
+class StartTopic:
+    """RootSupervisor -> TopicSupervisor: become the supervisor of ``topic``."""
+
+    topic: str
+    config: Any
+    """The node's :class:`datalogger.config.Config`."""
+
+
+@attrs.frozen
+class TopicChunk:
+    """RootSupervisor -> TopicSupervisor: a validated chunk for its topic."""
+
+    topic: str
+    rows: list[dict[str, Any]]
+    reply_to: Any
+    """Address to send :class:`LogAccepted` or :class:`LogRejected` to, or None."""
+    ref: int = 0
+    """The ``ref`` of the :class:`Log`, echoed in the answer."""
+
+
+@attrs.frozen
+class StartWorker:
+    """TopicSupervisor -> DestinationWorker: the destination to serve and the topic."""
+
+    topic: str
+    spec: Any
+    """A :class:`datalogger.config.DestinationSpec`."""
+    data_dir: str
+
+
+@attrs.frozen
+class DeliverChunk:
+    """TopicSupervisor -> DestinationWorker: send this chunk."""
+
+    seq: int
+    rows: list[dict[str, Any]]
+
+
+@attrs.frozen
+class ChunkSettled:
+    """DestinationWorker -> TopicSupervisor: a chunk needs no more work."""
+
+    destination: str
+    seqs: tuple[int, ...]
+    """The chunks settled (several when a buffer merged them)."""
+    delivered_rows: int
+    dead_rows: int
+    """Rows written to the dead-letter store."""
+    attempts: int
+    latency: float
+    """Seconds from the first attempt to the outcome."""
+    error: str | None = None
+    """The last error, when some rows were dead-lettered."""
+
+
+@attrs.frozen
+class AttemptFailed:
+    """DestinationWorker -> TopicSupervisor: an attempt failed and will be retried."""
+
+    destination: str
+    seqs: tuple[int, ...]
+    attempt: int
+    error: str
+    retry_in: float
+
+
+@attrs.frozen
+class WorkerFlush:
+    """TopicSupervisor -> DestinationWorker: send buffered rows now, don't wait for the timer."""
+
+
+@attrs.frozen
+class SendChunk:
+    """DestinationWorker -> SendActor: build the destination, send one chunk, report, exit."""
+
+    spec: Any
+    topic: str
+    token: int
+    rows: list[dict[str, Any]]
+
+
+@attrs.frozen
+class SendOutcome:
+    """SendActor -> DestinationWorker: how the send went."""
+
+    token: int
+    ok: bool
+    result: Any = None
+    """``send_data``'s return value (its repr when it cannot be pickled)."""
+    error: str | None = None
+    error_type: str | None = None
+    permanent: bool = False
+    bad_rows: list[dict[str, Any]] | None = None
+    """With a permanent error, the rows rejected (None = all)."""
+
+
+@attrs.frozen
+class TopicStatsRequest:
+    """RootSupervisor -> TopicSupervisor: report counters."""
+
+    token: int
+
+
+@attrs.frozen
+class TopicStatsReply:
+    """TopicSupervisor -> RootSupervisor."""
+
+    token: int
+    topic: str
+    stats: dict[str, Any]
+
+
+@attrs.frozen
+class TopicFlushRequest:
+    """RootSupervisor -> TopicSupervisor: answer when all chunks up to now are settled."""
+
+    token: int
+    urgent: bool = False
+    """Ask workers to flush buffers at once."""
+
+
+@attrs.frozen
+class TopicFlushed:
+    """TopicSupervisor -> RootSupervisor: reply to :class:`TopicFlushRequest`."""
+
+    token: int
+    topic: str
+
+
+@attrs.frozen
+class TopicSpillRequest:
+    """RootSupervisor -> TopicSupervisor: persist everything unsettled for the next start."""
+
+    token: int
+
+
+@attrs.frozen
+class TopicSpilled:
+    """TopicSupervisor -> RootSupervisor: reply to :class:`TopicSpillRequest`."""
+
+    token: int
+    topic: str
+    rows: int
+
+
+@attrs.frozen
+class WorkerTick:
+    """DestinationWorker -> itself: send the next queued chunk.
+
+    Sending one chunk per message lets new messages in between chunks.
+    """

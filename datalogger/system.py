@@ -1,0 +1,293 @@
+"""Starting a node, connecting to one, and the handle both return.
+
+::
+
+    import datalogger
+
+    with datalogger.start({"destinations": {"db": {"type": "sqlite", "path": "x.db"}}}) as dl:
+        dl.log("green", [{"id": 1}])
+        dl.flush()
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from thespian.actors import ActorSystem
+
+from . import exceptions
+from ._thespian import DEFAULT_ADMIN_PORT, DEFAULT_BIND, bind_to, log_defs, port_open
+from .actors.root_supervisor import ROOT_NAME, RootSupervisor
+from .config import Config, load_config
+from .exceptions import DataLoggerError, DeliveryTimeout, NotRunning
+from .messages import (
+    ConfigureNode,
+    FlushReply,
+    FlushRequest,
+    Log,
+    LogAccepted,
+    LogRejected,
+    NodeReady,
+    ShutdownReady,
+    ShutdownRequest,
+    StatsReply,
+    StatsRequest,
+)
+from .validation import normalize_rows, validate_topic
+
+__all__ = ["DataLogger", "connect", "get_default", "log", "start"]
+
+BASES = ("multiprocTCPBase", "simpleSystemBase")
+
+_default: DataLogger | None = None
+_default_lock = threading.Lock()
+
+
+class DataLogger:
+    """A handle on a running node, returned by :func:`start` and :func:`connect`.
+
+    Thread-safe: calls from several threads are serialised.
+    """
+
+    def __init__(
+        self,
+        system: ActorSystem,
+        router: Any,
+        *,
+        config: Config | None,
+        owns_system: bool,
+        admin_port: int | None,
+        log_timeout: float = 30.0,
+    ) -> None:
+        self._system = system
+        self._router = router
+        self.config = config
+        self.owns_system = owns_system
+        self.admin_port = admin_port
+        self.log_timeout = log_timeout
+        self._lock = threading.Lock()
+        self._refs = itertools.count(1)
+        self._closed = False
+
+    @property
+    def router(self) -> Any:
+        """The RootSupervisor's address: ``ActorSystem().tell(dl.router, Log(topic, data))``."""
+        return self._router
+
+    # ------------------------------------------------------------------ requests
+    def _request(self, message_for: Any, expected: tuple[type, ...], timeout: float) -> Any:
+        if self._closed:
+            raise NotRunning("this datalogger handle has been shut down")
+        with self._lock:
+            ref = next(self._refs)
+            deadline = time.monotonic() + timeout
+            reply = self._system.ask(self._router, message_for(ref), timeout)
+            while True:
+                if reply is not None and isinstance(reply, expected) and getattr(reply, "ref", ref) == ref:
+                    return reply
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeliveryTimeout(f"no answer from the node within {timeout:g}s")
+                reply = self._system.listen(remaining)
+
+    def log(self, topic: str, data: Any, timeout: float | None = None) -> int:
+        """Log ``data`` (a row or a list of rows) to ``topic``; return the chunk's sequence number.
+
+        Returns once every destination of the topic has accepted the chunk.
+
+        Raises:
+            InvalidTopic: the topic is malformed, or no destination takes it.
+            InvalidData: the data is not rows, or cannot be serialised.
+            Backpressure: a destination with ``overflow = "block"`` stayed full.
+            DeliveryTimeout: the node did not answer within ``timeout``.
+        """
+        topic = validate_topic(topic)
+        rows = normalize_rows(data)
+        reply = self._request(
+            lambda ref: Log(topic, rows, True, ref),
+            (LogAccepted, LogRejected),
+            self.log_timeout if timeout is None else timeout,
+        )
+        if isinstance(reply, LogRejected):
+            error = getattr(exceptions, reply.error, DataLoggerError)
+            if not (isinstance(error, type) and issubclass(error, DataLoggerError)):
+                error = DataLoggerError
+            raise error(reply.message)
+        return int(reply.seq)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Return once everything accepted so far is delivered (or dead-lettered).
+
+        Raises:
+            DeliveryTimeout: naming the topics still pending after ``timeout`` seconds.
+        """
+        reply: FlushReply = self._request(
+            lambda ref: FlushRequest(timeout, ref), (FlushReply,), timeout + 10.0
+        )
+        if not reply.done:
+            raise DeliveryTimeout(
+                f"flush: topics still pending after {timeout:g}s: {', '.join(sorted(reply.pending))}"
+            )
+
+    def stats(self) -> dict[str, Any]:
+        """Counters per topic and destination.
+
+        ``{"topics": {topic: {destination: {"received": rows, "delivered": rows,
+        "failed": attempts, "retried": attempts, "dead_lettered": rows, "spilled": rows,
+        "dropped": rows, "buffered": rows, ...}}}, "rejected": calls}``
+        """
+        reply: StatsReply = self._request(lambda ref: StatsRequest(ref), (StatsReply,), 20.0)
+        return reply.stats
+
+    def shutdown(self, timeout: float | None = None) -> int:
+        """Deliver what can be delivered within ``timeout``, spill the rest, stop the node.
+
+        Returns:
+            Rows left on disk for the next start.
+        """
+        if self._closed:
+            return 0
+        wait = self.config.shutdown_timeout if (timeout is None and self.config) else (timeout or 10.0)
+        spilled = 0
+        try:
+            reply: ShutdownReady = self._request(
+                lambda ref: ShutdownRequest(wait, ref), (ShutdownReady,), wait + 20.0
+            )
+            spilled = reply.spilled_rows
+        finally:
+            self._closed = True
+            self._system.shutdown()
+            _forget(self)
+        return spilled
+
+    def close(self) -> None:
+        """Let go of the node without stopping it (for handles from :func:`connect`)."""
+        self._closed = True
+        _forget(self)
+
+    def __enter__(self) -> DataLogger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.owns_system:
+            self.shutdown()
+        else:
+            self.close()
+
+
+def _forget(handle: DataLogger) -> None:
+    global _default
+    with _default_lock:
+        if _default is handle:
+            _default = None
+
+
+def start(
+    config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    *,
+    base: str = "multiprocTCPBase",
+    admin_port: int | None = None,
+    bind: str = DEFAULT_BIND,
+    log_level: int | str = "WARNING",
+    make_default: bool = True,
+) -> DataLogger:
+    """Start a node and return its handle.
+
+    Args:
+        config: a dict, a TOML file path or a :class:`Config`; ``None`` for the
+            embedded default (SQLite and JSONL).
+        base: ``"multiprocTCPBase"`` (a process per actor) or ``"simpleSystemBase"``
+            (one process, for tests and scripts).
+        admin_port: the node's admin port (default 1900).
+        bind: the address the node's sockets listen on. Thespian moves pickles:
+            keep it on loopback unless the network is private and trusted.
+        log_level: level of the actor processes' log output.
+        make_default: make this the instance module-level :func:`log` uses.
+
+    Raises:
+        ConfigError: the configuration is malformed.
+        DataLoggerError: the admin port is taken, or the node did not start.
+    """
+    cfg = load_config(config)
+    if base not in BASES:
+        raise exceptions.ConfigError(f"base must be one of {', '.join(BASES)}, not {base!r}")
+    port = DEFAULT_ADMIN_PORT if admin_port is None else int(admin_port)
+    capabilities: dict[str, Any] = {}
+    if base == "multiprocTCPBase":
+        bind_to(bind)
+        if port_open(bind, port):
+            raise DataLoggerError(
+                f"admin port {port} is already in use: a node runs there (use datalogger.connect)"
+            )
+        capabilities["Admin Port"] = port
+    level = log_level if isinstance(log_level, int) else getattr(__import__("logging"), str(log_level).upper())
+    system = ActorSystem(base, capabilities, logDefs=log_defs(level), transientUnique=True)
+    try:
+        router = system.createActor(RootSupervisor, globalName=ROOT_NAME)
+        ready = system.ask(router, ConfigureNode(cfg), 30.0)
+        if not isinstance(ready, NodeReady):
+            raise DataLoggerError(f"the node did not start (answer: {ready!r})")
+    except BaseException:
+        system.shutdown()
+        raise
+    handle = DataLogger(
+        system,
+        router,
+        config=cfg,
+        owns_system=True,
+        admin_port=port if base == "multiprocTCPBase" else None,
+        log_timeout=cfg.log_timeout,
+    )
+    if make_default:
+        _set_default(handle)
+    return handle
+
+
+def connect(
+    admin_port: int = DEFAULT_ADMIN_PORT, *, host: str = DEFAULT_BIND, make_default: bool = True
+) -> DataLogger:
+    """Attach to a node running on ``host:admin_port`` (started by another process).
+
+    Raises:
+        NotRunning: nothing listens there.
+    """
+    if not port_open(host, admin_port):
+        raise NotRunning(f"no datalogger node is listening on {host}:{admin_port}")
+    bind_to(host)
+    system = ActorSystem(
+        "multiprocTCPBase", {"Admin Port": admin_port}, logDefs=log_defs(), transientUnique=True
+    )
+    router = system.createActor(RootSupervisor, globalName=ROOT_NAME)
+    handle = DataLogger(system, router, config=None, owns_system=False, admin_port=admin_port)
+    if make_default:
+        _set_default(handle)
+    return handle
+
+
+def _set_default(handle: DataLogger) -> None:
+    global _default
+    with _default_lock:
+        if _default is None or _default._closed:
+            _default = handle
+
+
+def get_default() -> DataLogger:
+    """The handle module-level :func:`log` uses.
+
+    Raises:
+        NotRunning: no node was started or connected in this process.
+    """
+    handle = _default
+    if handle is None or handle._closed:
+        raise NotRunning("no datalogger is running: call datalogger.start() or datalogger.connect()")
+    return handle
+
+
+def log(topic: str, data: Any, timeout: float | None = None) -> int:
+    """Log ``data`` to ``topic`` on the default instance; see :meth:`DataLogger.log`."""
+    return get_default().log(topic, data, timeout)

@@ -1,0 +1,48 @@
+"""Helpers for testing code that uses datalogger.
+
+:class:`CapturingDestination` records what it is sent. In one process
+(``simpleSystemBase``) read :attr:`CapturingDestination.captured`; across
+processes (``multiprocTCPBase``) give it a ``directory`` and read the rows back
+with :func:`read_captured`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from typing import Any
+
+from .destinations.base import Destination, Rows
+from .validation import validate_topic
+
+__all__ = ["CapturingDestination", "read_captured"]
+
+
+class CapturingDestination(Destination):
+    """Keeps every row it is sent: in memory, and in ``directory`` if one is given."""
+
+    #: Rows per topic captured in this process, by every instance.
+    captured: dict[str, list[dict[str, Any]]] = defaultdict(list)
+
+    def __init__(self, *, directory: str | None = None) -> None:
+        self.directory = directory
+
+    def send_data(self, topic: str, data: Rows) -> int:
+        """Record the rows."""
+        CapturingDestination.captured[topic].extend(data)
+        if self.directory is not None:
+            os.makedirs(self.directory, exist_ok=True)
+            path = os.path.join(self.directory, validate_topic(topic) + ".jsonl")
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write("".join(json.dumps(r, default=str) + "\n" for r in data))
+        return len(data)
+
+
+def read_captured(directory: str, topic: str) -> list[dict[str, Any]]:
+    """Rows a :class:`CapturingDestination` with ``directory`` captured for ``topic``."""
+    path = os.path.join(directory, validate_topic(topic) + ".jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
