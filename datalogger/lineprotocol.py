@@ -39,7 +39,8 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
@@ -62,7 +63,7 @@ _PRECISION_ALIASES = {"n": "ns", "u": "us", "µs": "us"}
 
 _INT_MIN = -(2**63)
 _INT_MAX = 2**63 - 1
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _ESCAPE_MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ "})
 _ESCAPE_KEY = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
@@ -148,7 +149,7 @@ def _field_value(key: str, value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, numbers.Integral):
         return _int(int(value))
-    if isinstance(value, numbers.Real):
+    if isinstance(value, (numbers.Real, Decimal)):
         return _float(float(value))
     if isinstance(value, str):
         return '"' + str(value).translate(_ESCAPE_STRING) + '"'
@@ -239,7 +240,7 @@ def to_timestamp(value: Any, precision: str = "ns") -> int | None:
             raise LineProtocolError(f"time {value!r} is not an ISO 8601 date") from exc
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         delta: timedelta = value - _EPOCH
         nanos = (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
         return nanos // (10**9 // units)

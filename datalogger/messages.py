@@ -285,3 +285,93 @@ class WorkerTick:
 
     Sending one chunk per message lets new messages in between chunks.
     """
+
+
+# ---- PubSub
+# Live fan-out of events (request analytics) to subscribers; see datalogger.pubsub.
+
+
+@attrs.frozen
+class PubSubSubscribe:
+    """Subscriber -> PubSub: send me every event broadcast on ``topic``.
+
+    Answered with :class:`PubSubSubscribed`. Subscribing again with the same
+    address and topic only updates ``max_pending``.
+    """
+
+    topic: str
+    """The pubsub topic (``"requests"`` for request analytics)."""
+    subscriber: Any = None
+    """The address events go to (an actor's ``self.myAddress``); None: the sender."""
+    max_pending: int = 1000
+    """Events sent but not yet acknowledged with :class:`PubSubAck` beyond which
+    further events are dropped (and counted) for this subscriber only."""
+
+
+@attrs.frozen
+class PubSubSubscribed:
+    """PubSub -> subscriber: reply to :class:`PubSubSubscribe`."""
+
+    topic: str
+    """The topic subscribed to."""
+    subscribers: int
+    """Subscribers of ``topic`` now, this one included."""
+
+
+@attrs.frozen
+class PubSubUnsubscribe:
+    """Subscriber -> PubSub: stop sending me events of ``topic``. No reply."""
+
+    topic: str
+    """The topic to leave."""
+    subscriber: Any = None
+    """The address given to :class:`PubSubSubscribe`; None: the sender."""
+
+
+@attrs.frozen
+class PubSubBroadcast:
+    """Publisher -> PubSub: fan ``event`` out to the subscribers of ``topic``. No reply."""
+
+    topic: str
+    """The pubsub topic."""
+    event: Any
+    """Any picklable object; a :class:`~datalogger.analytics.RequestLog` for ``"requests"``."""
+    scope: str = "local"
+    """``"local"``: subscribers of this node; ``"cluster"``: also the PubSub actors of
+    the other convention members (not yet implemented: treated as local)."""
+
+
+@attrs.frozen
+class RequestSent:
+    """PubSub -> subscriber: one broadcast event (phoenix_analytics' ``{:request_sent, event}``)."""
+
+    event: Any
+    """The event as broadcast."""
+    topic: str = "requests"
+    """The topic it was broadcast on (acknowledge with this topic)."""
+
+
+@attrs.frozen
+class PubSubAck:
+    """Subscriber -> PubSub: ``count`` more events of ``topic`` were consumed (returns credit)."""
+
+    count: int
+    """Events consumed since the previous acknowledgement."""
+    topic: str = "requests"
+    """The topic the events came from."""
+    subscriber: Any = None
+    """The subscribed address; None: the sender."""
+
+
+@attrs.frozen
+class PubSubStats:
+    """Ask the PubSub actor for its counters; answered with :class:`PubSubStatsReply`."""
+
+
+@attrs.frozen
+class PubSubStatsReply:
+    """Reply to :class:`PubSubStats`."""
+
+    stats: dict[str, Any]
+    """``{"topics": {topic: {"broadcast": n, "subscribers": n}}, "subscribers": [{"topic",
+    "address", "max_pending", "pending", "delivered", "dropped"}], "removed": n}``."""

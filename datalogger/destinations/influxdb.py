@@ -102,7 +102,7 @@ class InfluxDBDestination(Destination):
         self.protocol, self.pool_size, self.batch_size = protocol, pool_size, batch_size
         self.max_queue_size, self.flush_interval = max_queue_size, flush_interval
         self.username, self.ssl, self.retention_policy = username, ssl, retention_policy
-        self.measurement, self.tags, self.time_key = measurement, list(tags), time_key
+        self.measurement, self.tags, self.time_key = measurement, list(tags), time_key or None
         self.timeout, self.url, self.org, self.bucket = timeout, url, org, bucket
         self._password, self._token = password, token
         self._http: InfluxHTTP | None = None
@@ -260,6 +260,10 @@ class InfluxDBDestination(Destination):
                 rejected.extend(lost)
                 reasons.append(str(exc))
                 written += len(batch) - len(lost)
+            except Exception:
+                if rejected:  # already out of the queue: do not lose them silently
+                    log.error("InfluxDB rejected %d pushed points: %s", len(rejected), reasons)
+                raise
             else:
                 written += len(batch)
             del self._queue[: len(batch)]

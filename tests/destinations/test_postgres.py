@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
+import json
 import logging
+import re
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+import tomllib
 
 from datalogger import ConfigError, DataLoggerError, PermanentError
 from datalogger.destinations import _pg_schema
@@ -399,3 +404,29 @@ def test_values_psycopg_cannot_send_are_rejected_alone(
 
     assert caught.value.rows == [odd, with_nul]
     assert fetch(admin, f'select n from "{schema}".v order by n') == [(1,), (4,)]
+
+
+DOC = Path(__file__).parents[2] / "docs" / "destinations" / "postgres.md"
+
+
+def test_the_documented_toml_example_builds_a_destination() -> None:
+    block = re.search(r"```toml\n(.*?)```", DOC.read_text(), re.DOTALL)
+    assert block is not None
+    table = tomllib.loads(block.group(1))["destinations"]["db"]
+    assert table.pop("type") == "postgres"
+    table.pop("retry")
+
+    dest = PostgresDestination(**table)
+
+    assert "secret" not in repr(dest)
+    assert "datalogger:***@127.0.0.1" in repr(dest)
+
+
+def test_the_documented_options_match_the_signature() -> None:
+    options = DOC.read_text().split("## Options")[1].split("\n#")[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", options, re.MULTILINE))
+    parameters = inspect.signature(PostgresDestination).parameters
+    assert set(rows) == set(parameters)
+    for name, parameter in parameters.items():
+        if parameter.default is not None and name != "application_name":
+            assert rows[name].strip() == f"`{json.dumps(parameter.default)}`", name

@@ -1,0 +1,45 @@
+"""Shared fixtures: nodes on either actor system base, free ports, tmp dirs."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import datalogger
+
+BASES = ["simpleSystemBase", "multiprocTCPBase"]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def start_node() -> Iterator[Callable[..., datalogger.DataLogger]]:
+    """``start_node(config, base=...)`` starts a node that is shut down after the test."""
+    handles: list[datalogger.DataLogger] = []
+
+    def start(config: Any, base: str = "multiprocTCPBase", **kwargs: Any) -> datalogger.DataLogger:
+        if base == "multiprocTCPBase":
+            kwargs.setdefault("admin_port", free_port())
+        handle = datalogger.start(config, base=base, **kwargs)
+        handles.append(handle)
+        return handle
+
+    yield start
+    for handle in handles:
+        try:
+            handle.shutdown(timeout=2.0)
+        except Exception:  # noqa: BLE001 - already stopped by the test
+            pass
+
+
+def recorder(directory: Any, cls: str = "Recorder", **options: Any) -> dict[str, Any]:
+    """A destination table for one of the test destinations in tests/dests.py."""
+    return {"type": f"tests.dests:{cls}", "directory": str(directory), **options}
