@@ -136,14 +136,17 @@ class Lane:
         return [self._send(seq, rows)]
 
     def _drop_oldest(self) -> None:
+        # The worker holds up to the limit, the backlog up to the limit again;
+        # beyond that the oldest chunks of the backlog go, so the newest survive.
         limit = self.spec.max_buffered_rows
-        while self.backlog and self.inflight_rows + self.backlog_rows > limit:
+        while len(self.backlog) > 1 and self.backlog_rows > limit:
             seq, rows = self.backlog.popleft()
             self.backlog_rows -= len(rows)
             self.unsettled.discard(seq)
             self.counters.add("dropped", len(rows))
 
     def _send(self, seq: int, rows: list[dict[str, Any]]) -> Chunk:
+        self.unsettled.add(seq)  # chunks adopted from an earlier run's spill too
         self.inflight[seq] = rows
         self.inflight_rows += len(rows)
         return seq, rows
@@ -176,7 +179,13 @@ class Lane:
         return sorted(self.inflight.items())
 
     def settled_through(self, seq: int) -> bool:
-        """True when no chunk with a sequence number <= ``seq`` is unsettled."""
+        """True when no chunk with a sequence number <= ``seq`` is unsettled.
+
+        While chunks wait in the spill queue the answer is False: they may be
+        older than ``seq`` (left by an earlier run).
+        """
+        if self._spill_waiting():
+            return False
         return not self.unsettled or min(self.unsettled) > seq
 
     def buffered_rows(self) -> int:
@@ -206,6 +215,12 @@ class Lane:
         self.backlog.clear()
         self.backlog_rows = 0
         return moved
+
+    def close(self) -> None:
+        """Sync and close the spill queue, if one was opened."""
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
 
     def snapshot(self) -> dict[str, Any]:
         """Counters for ``stats()``."""

@@ -265,7 +265,7 @@ def encode_rows(
 
     Returns:
         ``(text, bad_rows)``: the lines of the good rows joined by ``"\\n"``
-        and the rows that cannot be encoded (see :func:`encode_point`), in order.
+        and the rows that cannot be encoded (see :func:`encode_point`).
 
     Raises:
         LineProtocolError: the measurement itself is invalid (every row is bad).

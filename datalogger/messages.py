@@ -375,3 +375,142 @@ class PubSubStatsReply:
     stats: dict[str, Any]
     """``{"topics": {topic: {"broadcast": n, "subscribers": n}}, "subscribers": [{"topic",
     "address", "max_pending", "pending", "delivered", "dropped"}], "removed": n}``."""
+
+
+# ---- DataBuffer
+# DataBuffer (datalogger/buffer.py) <-> BufferActor (datalogger/actors/buffer_actor.py).
+# A ``key`` of None in a request means "every key of the partition".
+
+
+@attrs.frozen
+class BufferStart:
+    """DataBuffer -> BufferActor: become one partition of a buffer; answered with :class:`BufferStarted`."""
+
+    buffer_class: str
+    """The user's DataBuffer subclass as ``module:qualname``, imported by the actor."""
+    state: dict[str, Any]
+    """The buffer object's attributes (settings and the user's own), given to the actor's copy."""
+    partition: int
+    """This actor's partition index, ``0 <= partition < partitions``."""
+    partitions: int
+    """How many partitions the buffer has."""
+    token: int = 0
+    """Echoed in the answer."""
+
+
+@attrs.frozen
+class BufferStarted:
+    """BufferActor -> DataBuffer: reply to :class:`BufferStart`."""
+
+    partition: int
+    """The partition that answers."""
+    error: str | None = None
+    """Why the actor could not take the buffer up (the class did not import...); None: ready."""
+    token: int = 0
+    """The ``token`` of the :class:`BufferStart` answered."""
+
+
+@attrs.frozen
+class BufferInsert:
+    """DataBuffer -> BufferActor: append values to a key's buffer."""
+
+    key: Any
+    """The key (any hashable, picklable value but None)."""
+    values: list[Any]
+    """The values, in insert order."""
+
+
+@attrs.frozen
+class BufferFlush:
+    """DataBuffer -> BufferActor: flush now, answer nothing."""
+
+    key: Any = None
+    """The key to flush; None: every key."""
+
+
+@attrs.frozen
+class BufferSyncFlush:
+    """DataBuffer -> BufferActor: flush now; answer with :class:`BufferSyncFlushed` once settled."""
+
+    token: int
+    """Echoed in the answer."""
+    key: Any = None
+    """The key to flush; None: every key."""
+
+
+@attrs.frozen
+class BufferSyncFlushed:
+    """BufferActor -> DataBuffer: the data flushed for a :class:`BufferSyncFlush` is settled."""
+
+    token: int
+    """The ``token`` of the request answered."""
+    partition: int
+    """The partition that answers."""
+    results: list[Any]
+    """What the successful ``handle_flush`` calls returned, in the order they returned."""
+    failed: int = 0
+    """Flushes that ended in ``handle_error`` (they have no result)."""
+
+
+@attrs.frozen
+class BufferDumpRequest:
+    """DataBuffer -> BufferActor: report the values held; answered with :class:`BufferDumpReply`."""
+
+    token: int
+    """Echoed in the answer."""
+    key: Any = None
+    """The key to report; None: every key."""
+
+
+@attrs.frozen
+class BufferDumpReply:
+    """BufferActor -> DataBuffer: reply to :class:`BufferDumpRequest`."""
+
+    token: int
+    """The ``token`` of the request answered."""
+    partition: int
+    """The partition that answers."""
+    data: dict[Any, list[Any]]
+    """Key -> values held (waiting for a retry first, then buffered), in insert order."""
+
+
+@attrs.frozen
+class BufferSizeRequest:
+    """DataBuffer -> BufferActor: count the values held; answered with :class:`BufferSizeReply`."""
+
+    token: int
+    """Echoed in the answer."""
+    key: Any = None
+    """The key to count; None: every key."""
+
+
+@attrs.frozen
+class BufferSizeReply:
+    """BufferActor -> DataBuffer: reply to :class:`BufferSizeRequest`."""
+
+    token: int
+    """The ``token`` of the request answered."""
+    partition: int
+    """The partition that answers."""
+    size: int
+    """Values held (buffered or waiting for a retry)."""
+
+
+@attrs.frozen
+class BufferInfoRequest:
+    """DataBuffer -> BufferActor: report keys, sizes, settings, counters."""
+
+    token: int
+    """Echoed in the answer."""
+
+
+@attrs.frozen
+class BufferInfoReply:
+    """BufferActor -> DataBuffer: reply to :class:`BufferInfoRequest`."""
+
+    token: int
+    """The ``token`` of the request answered."""
+    partition: int
+    """The partition that answers."""
+    info: dict[str, Any]
+    """``{"partition", "keys", "size", "buffered", "retrying", "settings", counters...}``."""

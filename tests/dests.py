@@ -64,11 +64,14 @@ class Flaky(Recorder):
 class Switchable(Recorder):
     """Down (raising a transient error) while ``<directory>/down`` exists; records otherwise.
 
-    Rows with ``"bad": true`` are always rejected as permanent errors.
+    ``<directory>/<topic>.down`` takes down one topic only. Rows with
+    ``"bad": true`` are always rejected as permanent errors.
     """
 
     def send_data(self, topic: str, data: list[dict[str, Any]]) -> int:
-        if os.path.exists(os.path.join(self.directory, "down")):
+        if os.path.exists(os.path.join(self.directory, "down")) or os.path.exists(
+            os.path.join(self.directory, f"{topic}.down")
+        ):
             raise ConnectionError("destination is down")
         bad = [row for row in data if row.get("bad")]
         good = [row for row in data if not row.get("bad")]

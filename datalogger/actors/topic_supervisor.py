@@ -245,6 +245,7 @@ class TopicSupervisor(ActorTypeDispatcher):
         rows = 0
         for lane in self.lanes.values():
             rows += lane.spill_everything()
+            lane.close()
         for entry in self.blocked:
             if entry.reply_to is not None:
                 self.send(
@@ -257,8 +258,10 @@ class TopicSupervisor(ActorTypeDispatcher):
         self.send(sender, TopicSpilled(message.token, self.topic, rows))
 
     def receiveMsg_ActorExitRequest(self, message: ActorExitRequest, sender: Any) -> None:
-        """Children are stopped by Thespian; stop restarting them."""
+        """Children are stopped by Thespian; stop restarting them, close spill files."""
         self._exiting = True
+        for lane in self.lanes.values():
+            lane.close()
 
     def receiveUnrecognizedMessage(self, message: Any, sender: Any) -> None:
         """Anything else is logged, never fatal."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import socket
 import time
+import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -301,3 +303,30 @@ def test_config_errors() -> None:
         InfluxDBDestination(database="d", precision="h")
     with pytest.raises(ConfigError, match="batch_size"):
         InfluxDBDestination(database="d", batch_size=0)
+
+
+DOC = Path(__file__).parents[2] / "docs" / "destinations" / "influxdb.md"
+
+
+def test_doc_toml_example_builds_destinations() -> None:
+    text = DOC.read_text()
+    toml_text = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    framework = {"type", "prefix", "retry", "buffer", "send_async", "overflow"}
+    for options in tomllib.loads(toml_text)["destinations"].values():
+        assert options["type"] == "influxdb"
+        dest = InfluxDBDestination(**{k: v for k, v in options.items() if k not in framework})
+        assert "..." not in repr(dest)  # the token is not shown
+        dest.close()
+
+
+def test_doc_python_example_runs(server: tuple[str, int, int]) -> None:
+    host, http_port, _ = server
+    database = unique_name("doc")
+    code = DOC.read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace('"telemetry"', f'"{database}"')
+    code = code.replace('host="127.0.0.1"', f'host="{host}", http_port={http_port}')
+    scope: dict[str, Any] = {}
+    exec(code, scope)
+    with InfluxHTTP(host, http_port, database) as admin:
+        assert admin.query("SELECT count(load) FROM cpu")[0]["values"][0][1] == 2
+        admin.post_query(f'DROP DATABASE "{database}"')

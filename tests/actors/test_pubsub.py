@@ -1,0 +1,275 @@
+"""The PubSub actor and its client side: fan-out, credit, dead subscribers.
+
+The fan-out policy is tested as a plain class; the rest runs on a real
+``multiprocTCPBase`` node (one per module, on a free admin port). Test actors
+live here: this module is importable by the actor processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher
+
+import datalogger
+from datalogger import pubsub
+from datalogger.actors.pubsub import Fanout
+from datalogger.analytics import RequestLog
+from datalogger.exceptions import InvalidInput, InvalidTopic
+from datalogger.messages import PubSubAck, PubSubSubscribed, RequestSent
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until true or ``timeout``; return its last value."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return bool(predicate())
+        time.sleep(0.05)
+    return True
+
+
+class Watcher(ActorTypeDispatcher):
+    """Test subscriber actor: "start:<topic>" subscribes and answers its pid once confirmed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[Any] = []
+        self.reply_to: Any = None
+
+    def receiveMsg_str(self, message: str, sender: Any) -> None:
+        command, _, topic = message.partition(":")
+        if command == "start":
+            self.reply_to = sender
+            pubsub.subscribe_actor(self, topic, max_pending=50)
+        elif command == "events":
+            self.send(sender, list(self.events))
+
+    def receiveMsg_PubSubSubscribed(self, message: PubSubSubscribed, sender: Any) -> None:
+        self.send(self.reply_to, os.getpid())
+
+    def receiveMsg_RequestSent(self, message: RequestSent, sender: Any) -> None:
+        self.events.append(message.event)
+        self.send(sender, PubSubAck(1, message.topic))
+
+
+def sample_event(i: int) -> RequestLog:
+    return RequestLog.create(
+        method="GET",
+        path=f"/item/{i}",
+        status_code=200,
+        duration_ms=1.5,
+        session_id="s" * 20,
+        session_page_views=i + 1,
+        user_agent="pytest",
+        ip="203.0.113.9",
+        salt="test-salt",
+    )
+
+
+# --------------------------------------------------------------------------- Fanout
+
+
+def test_fanout_sends_to_subscribers_of_the_topic_only() -> None:
+    fanout = Fanout()
+    fanout.subscribe("requests", "a", 10)
+    fanout.subscribe("other", "b", 10)
+    assert fanout.publish("requests") == ["a"]
+    assert fanout.publish("nobody") == []
+    assert fanout.stats()["topics"]["requests"] == {"broadcast": 1, "subscribers": 1}
+
+
+def test_fanout_drops_beyond_credit_for_that_subscriber_only() -> None:
+    fanout = Fanout()
+    fanout.subscribe("requests", "slow", 2)
+    fanout.subscribe("requests", "fast", 100)
+    sent = [fanout.publish("requests") for _ in range(5)]
+    assert sent == [["slow", "fast"], ["slow", "fast"], ["fast"], ["fast"], ["fast"]]
+    fanout.ack("requests", "slow", 1)
+    assert fanout.publish("requests") == ["slow", "fast"]
+    by_address = {s["address"]: s for s in fanout.stats()["subscribers"]}
+    assert by_address["slow"]["dropped"] == 3
+    assert by_address["slow"]["delivered"] == 3
+    assert by_address["fast"]["dropped"] == 0
+    assert by_address["fast"]["delivered"] == 6
+
+
+def test_fanout_resubscribe_updates_credit_and_remove_address_counts() -> None:
+    fanout = Fanout()
+    assert fanout.subscribe("requests", "a", 1) == 1
+    assert fanout.subscribe("requests", "a", 5) == 1
+    fanout.subscribe("other", "a", 5)
+    assert fanout.remove_address("a") == 2
+    assert fanout.stats()["removed"] == 2
+    assert fanout.publish("requests") == []
+    assert fanout.unsubscribe("requests", "a") is False
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+def test_name() -> None:
+    assert pubsub.name() == pubsub.PUBSUB_NAME == "datalogger-pubsub"
+
+
+def test_broadcast_rejects_unknown_scope_and_bad_topic() -> None:
+    with pytest.raises(InvalidInput):
+        pubsub.broadcast(object(), sample_event(0), scope="galaxy")
+    with pytest.raises(InvalidTopic):
+        pubsub.broadcast(object(), sample_event(0), topic="no spaces")
+
+
+# --------------------------------------------------------------------------- on a real node
+
+
+@pytest.fixture(scope="module")
+def dl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[datalogger.DataLogger]:
+    base: Path = tmp_path_factory.mktemp("pubsub")
+    handle = datalogger.start(
+        {"data_dir": str(base / "state"), "destinations": {"m": {"type": "memory"}}},
+        admin_port=free_port(),
+        make_default=False,
+    )
+    try:
+        yield handle
+    finally:
+        handle.shutdown()
+
+
+def subscriber_stats(dl: datalogger.DataLogger, topic: str) -> list[dict[str, Any]]:
+    return [s for s in pubsub.stats(dl)["subscribers"] if s["topic"] == topic]
+
+
+def test_subscription_receives_broadcast_events_in_order(dl: datalogger.DataLogger) -> None:
+    events = [sample_event(i) for i in range(200)]
+    with pubsub.subscribe(dl, "t-order") as sub:
+        for event in events:
+            pubsub.broadcast(dl, event, topic="t-order")
+        received = list(sub.iter(timeout=2.0))
+    assert received == events
+
+
+def test_unsubscribe_leaves_the_topic(dl: datalogger.DataLogger) -> None:
+    sub = pubsub.subscribe(dl, "t-leave")
+    assert len(subscriber_stats(dl, "t-leave")) == 1
+    sub.unsubscribe()
+    assert sub.closed
+    assert wait_for(lambda: not subscriber_stats(dl, "t-leave"))
+    pubsub.broadcast(dl, sample_event(1), topic="t-leave")
+    assert sub.received == 0
+
+
+def test_callback_runs_off_the_caller_thread_and_survives_errors(
+    dl: datalogger.DataLogger,
+) -> None:
+    seen: list[tuple[int, str]] = []
+
+    def callback(event: RequestLog) -> None:
+        seen.append((event.session_page_views, threading.current_thread().name))
+        if event.session_page_views == 2:
+            raise RuntimeError("callback bug")
+
+    with pubsub.subscribe(dl, "t-callback", callback=callback) as sub:
+        for i in range(5):
+            pubsub.broadcast(dl, sample_event(i), topic="t-callback")
+        assert wait_for(lambda: len(seen) == 5)
+        with pytest.raises(InvalidInput):
+            sub.get(0.1)
+    assert [views for views, _ in seen] == [1, 2, 3, 4, 5]
+    assert threading.current_thread().name not in {name for _, name in seen}
+    assert sub.errors == 1
+
+
+def test_cluster_scope_reaches_local_subscribers(dl: datalogger.DataLogger) -> None:
+    event = sample_event(7)
+    with pubsub.subscribe(dl, "t-cluster") as sub:
+        pubsub.broadcast(dl, event, topic="t-cluster", scope="cluster")
+        assert sub.get(5.0) == event
+
+
+def test_slow_subscriber_does_not_delay_a_fast_one(dl: datalogger.DataLogger) -> None:
+    slow_seen: list[Any] = []
+
+    def slow(event: Any) -> None:
+        time.sleep(0.05)
+        slow_seen.append(event)
+
+    with pubsub.subscribe(dl, "t-slow", callback=slow, max_pending=10) as slow_sub, pubsub.subscribe(
+        dl, "t-slow"
+    ) as fast_sub:
+        for i in range(1000):
+            pubsub.broadcast(dl, {"i": i}, topic="t-slow")
+        fast = list(fast_sub.iter(timeout=2.0))
+        slow_consumed_when_fast_done = len(slow_seen)
+        stats = {s["max_pending"]: s for s in subscriber_stats(dl, "t-slow")}
+    assert [e["i"] for e in fast] == list(range(1000))
+    # the slow one could not have consumed everything at 50 ms per event
+    assert slow_consumed_when_fast_done < 1000
+    assert stats[1000]["dropped"] == 0
+    assert stats[10]["dropped"] > 0
+    assert stats[10]["delivered"] + stats[10]["dropped"] == 1000
+    assert slow_sub.received == stats[10]["delivered"]
+
+
+def test_killed_subscriber_actor_is_removed_and_broadcasting_goes_on(
+    dl: datalogger.DataLogger,
+) -> None:
+    system = dl._system
+    watcher = system.createActor(Watcher)
+    with system.private() as ctx:
+        pid = ctx.ask(watcher, "start:t-kill", 10.0)
+    assert isinstance(pid, int) and pid != os.getpid()
+    removed_before = pubsub.stats(dl)["removed"]
+    with pubsub.subscribe(dl, "t-kill") as sub:
+        pubsub.broadcast(dl, {"n": 0}, topic="t-kill")
+        assert sub.get(5.0) == {"n": 0}
+        with system.private() as ctx:
+            assert wait_for(lambda: ctx.ask(watcher, "events", 5.0) == [{"n": 0}])
+        os.kill(pid, signal.SIGKILL)
+        for n in range(1, 21):
+            pubsub.broadcast(dl, {"n": n}, topic="t-kill")
+        assert [e["n"] for e in sub.iter(timeout=2.0)] == list(range(1, 21))
+        assert wait_for(lambda: len(subscriber_stats(dl, "t-kill")) == 1)
+    assert pubsub.stats(dl)["removed"] == removed_before + 1
+
+
+def test_actor_subscriber_gets_events_and_acks(dl: datalogger.DataLogger) -> None:
+    system = dl._system
+    watcher = system.createActor(Watcher)
+    try:
+        with system.private() as ctx:
+            assert isinstance(ctx.ask(watcher, "start:t-actor", 10.0), int)
+            for i in range(120):  # more than its max_pending of 50: acks return credit
+                pubsub.broadcast(dl, {"i": i}, topic="t-actor")
+                if i % 40 == 39:
+                    assert wait_for(lambda: len(ctx.ask(watcher, "events", 5.0)) == i + 1)
+            events = ctx.ask(watcher, "events", 5.0)
+        assert [e["i"] for e in events] == list(range(120))
+        [stats] = subscriber_stats(dl, "t-actor")
+        assert stats["dropped"] == 0
+    finally:
+        system.tell(watcher, ActorExitRequest())
+
+
+def test_subscribe_rejects_bad_arguments(dl: datalogger.DataLogger) -> None:
+    with pytest.raises(InvalidInput):
+        pubsub.subscribe(dl, "requests", max_pending=0)
+    with pytest.raises(InvalidTopic):
+        pubsub.subscribe(dl, "bad topic")
