@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from .destinations.base import Destination
-from .messages import Log
-from .system import DataLogger, connect, get_default, log, start
 from .exceptions import (
     Backpressure,
     ConfigError,
@@ -16,15 +14,17 @@ from .exceptions import (
     NotRunning,
     PermanentError,
 )
+from .messages import Log
+from .system import DataLogger, connect, get_default, log, start
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Backpressure",
     "ConfigError",
+    "DataLogger",
     "DataLoggerError",
     "DeliveryTimeout",
-    "DataLogger",
     "Destination",
     "InvalidData",
     "InvalidInput",

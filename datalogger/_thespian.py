@@ -39,7 +39,7 @@ def bind_to(address: str = DEFAULT_BIND) -> None:
     global _bound
     _bound = address
     os.environ.setdefault("THESPIAN_BASE_IPADDR", address)
-    IPBase.IPActorAddress.__init__ = _patched_init  # type: ignore[method-assign]
+    IPBase.IPActorAddress.__init__ = _patched_init
 
 
 def log_defs(level: int = logging.WARNING) -> dict[str, Any]:

@@ -29,20 +29,19 @@ class must be importable by module path (:func:`buffer_class_path`).
 from __future__ import annotations
 
 import enum
-import importlib
 import itertools
 import logging
 import os
 import re
 import threading
 import time
-import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 from thespian.actors import ActorExitRequest, ActorSystem
 
+from .buffer_partition import _short, partition_for
 from .config import RetrySettings
 from .exceptions import ConfigError, DataLoggerError, DeliveryTimeout, InvalidInput, NotRunning
 from .messages import (
@@ -59,14 +58,10 @@ from .messages import (
     BufferSyncFlush,
     BufferSyncFlushed,
 )
-from .validation import pack
 
 __all__ = [
     "DataBuffer",
     "buffer_class_path",
-    "load_buffer_class",
-    "partition_for",
-    "safe_key_name",
 ]
 
 log = logging.getLogger("datalogger.buffer")
@@ -85,38 +80,6 @@ DEFAULT = _Default.TOKEN
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _key_bytes(key: Any) -> bytes:
-    try:
-        return pack(key)
-    except (TypeError, ValueError, OverflowError):
-        return repr(key).encode("utf-8", "backslashreplace")
-
-
-def partition_for(key: Any, partitions: int) -> int:
-    """The partition (``0 <= n < partitions``) that holds ``key``.
-
-    ``zlib.crc32`` of the key's msgpack bytes (its ``repr`` when msgpack cannot
-    encode it), so the answer is the same in every process and every run, unlike
-    Python's salted ``hash()``. Keys equal in Python but encoded differently
-    (``1`` and ``1.0``) may land on different partitions: use keys of one type.
-    """
-    return zlib.crc32(_key_bytes(key)) % partitions
-
-
-def safe_key_name(key: Any) -> str:
-    """A name for ``key`` that is a valid topic (dead-letter file names use it).
-
-    Strings made of ``[A-Za-z0-9_.:-]`` are kept as they are; anything else is
-    turned into such a string with a crc32 suffix, so that different keys keep
-    different names.
-    """
-    text = key if isinstance(key, str) else repr(key)
-    safe = _UNSAFE.sub("_", text)[:200]
-    if safe == text and safe not in ("", ".", ".."):
-        return safe
-    return f"{safe or 'key'}-{zlib.crc32(_key_bytes(key)):08x}"
 
 
 def buffer_class_path(cls: type, in_process: bool = False) -> str:
@@ -146,26 +109,6 @@ def buffer_class_path(cls: type, in_process: bool = False) -> str:
     return f"{module}:{qualname}"
 
 
-def load_buffer_class(path: str) -> type[DataBuffer]:
-    """Import the DataBuffer subclass named by ``"module:qualname"``.
-
-    Raises:
-        ConfigError: the module or the class is missing, or it is no DataBuffer.
-    """
-    module_name, sep, qualname = path.partition(":")
-    if not sep or not module_name or not qualname:
-        raise ConfigError(f"buffer class {path!r} is not of the form 'module:qualname'")
-    try:
-        found: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import buffer class {path}: {exc}") from exc
-    if not (isinstance(found, type) and issubclass(found, DataBuffer)):
-        raise ConfigError(f"{path} is not a DataBuffer subclass")
-    return found
-
-
 def _retry_settings(value: Any) -> RetrySettings:
     if value is None:
         return RetrySettings()
@@ -176,7 +119,9 @@ def _retry_settings(value: Any) -> RetrySettings:
     known = [field.name for field in attrs.fields(RetrySettings)]
     unknown = sorted(set(value) - set(known))
     if unknown:
-        raise ConfigError(f"retry: unknown option {unknown[0]!r}; known options: {', '.join(known)}")
+        raise ConfigError(
+            f"retry: unknown option {unknown[0]!r}; known options: {', '.join(known)}"
+        )
     return RetrySettings(**value)
 
 
@@ -185,7 +130,8 @@ def _number(name: str, value: Any, *, positive: bool, integer: bool = False) -> 
     if not isinstance(value, kinds) or isinstance(value, bool):
         kind = "an integer" if integer else "a number"
         raise ConfigError(f"{name} must be {kind}, not {value!r}")
-    if value < 0 or (positive and value == 0):
+    number = float(value)
+    if number < 0 or (positive and value == 0):
         raise ConfigError(f"{name} must be {'> 0' if positive else '>= 0'}, not {value!r}")
     return value
 
@@ -232,20 +178,24 @@ class DataBuffer:
         interval: float | _Default = DEFAULT,
         jitter: float | _Default = DEFAULT,
         max_size: int | _Default = DEFAULT,
-        flush_timeout: float | None | _Default = DEFAULT,
+        flush_timeout: float | _Default | None = DEFAULT,
         flush_meta: Any = DEFAULT,
-        retry: RetrySettings | Mapping[str, Any] | None | _Default = DEFAULT,
-        dead_letter_dir: str | os.PathLike[str] | None | _Default = DEFAULT,
+        retry: RetrySettings | Mapping[str, Any] | _Default | None = DEFAULT,
+        dead_letter_dir: str | os.PathLike[str] | _Default | None = DEFAULT,
     ) -> None:
         def pick(name: str, value: Any) -> Any:
             return getattr(type(self), name) if value is DEFAULT else value
 
-        self.partitions = _number("partitions", pick("partitions", partitions), positive=True, integer=True)
+        self.partitions = _number(
+            "partitions", pick("partitions", partitions), positive=True, integer=True
+        )
         self.interval = float(_number("interval", pick("interval", interval), positive=True))
         self.jitter = float(_number("jitter", pick("jitter", jitter), positive=False))
         self.max_size = _number("max_size", pick("max_size", max_size), positive=True, integer=True)
         timeout = pick("flush_timeout", flush_timeout)
-        self.flush_timeout = None if timeout is None else float(_number("flush_timeout", timeout, positive=True))
+        self.flush_timeout = (
+            None if timeout is None else float(_number("flush_timeout", timeout, positive=True))
+        )
         self.flush_meta = pick("flush_meta", flush_meta)
         self.retry = _retry_settings(pick("retry", retry))
         directory = pick("dead_letter_dir", dead_letter_dir)
@@ -276,7 +226,7 @@ class DataBuffer:
         )
 
     def on_start(self) -> None:
-        """Called in each BufferActor once its copy of the buffer is made (open connections here)."""
+        """Called in each BufferActor once its copy of the buffer is made: open connections here."""
 
     def on_stop(self) -> None:
         """Called in each BufferActor after its last flush, when it stops."""
@@ -300,7 +250,9 @@ class DataBuffer:
         if system is None or getattr(target, "_closed", False):
             raise NotRunning("the datalogger handle has been shut down")
         if not isinstance(system, ActorSystem):
-            raise InvalidInput(f"start() takes a DataLogger or an ActorSystem, not {type(target).__name__}")
+            raise InvalidInput(
+                f"start() takes a DataLogger or an ActorSystem, not {type(target).__name__}"
+            )
         base = getattr(system, "_systemBase", None)
         if base is None:
             raise NotRunning("the actor system has been shut down")
@@ -317,7 +269,10 @@ class DataBuffer:
                 self._addresses = [system.createActor(BufferActor) for _ in range(self.partitions)]
             token = next(_tokens)
             replies = self._gather(
-                [BufferStart(path, state, index, self.partitions, token) for index in range(self.partitions)],
+                [
+                    BufferStart(path, state, index, self.partitions, token)
+                    for index in range(self.partitions)
+                ],
                 token,
                 BufferStarted,
                 timeout,
@@ -364,7 +319,9 @@ class DataBuffer:
 
     def __getstate__(self) -> dict[str, Any]:
         """Everything the BufferActors' copies get: the settings and your own attributes."""
-        return {name: value for name, value in vars(self).items() if name not in _RUNTIME_ATTRIBUTES}
+        return {
+            name: value for name, value in vars(self).items() if name not in _RUNTIME_ATTRIBUTES
+        }
 
     def __repr__(self) -> str:
         return (
@@ -416,7 +373,9 @@ class DataBuffer:
             DeliveryTimeout: not settled within ``timeout`` seconds.
         """
         token = next(_tokens)
-        replies = self._ask_partitions(key, lambda: BufferSyncFlush(token, key), token, BufferSyncFlushed, timeout)
+        replies = self._ask_partitions(
+            key, lambda: BufferSyncFlush(token, key), token, BufferSyncFlushed, timeout
+        )
         return [result for reply in replies for result in reply.results]
 
     def dump(self, key: Any = None, timeout: float = 10.0) -> dict[Any, list[Any]]:
@@ -425,7 +384,9 @@ class DataBuffer:
         Data waiting for a retry comes before newer buffered values of its key.
         """
         token = next(_tokens)
-        replies = self._ask_partitions(key, lambda: BufferDumpRequest(token, key), token, BufferDumpReply, timeout)
+        replies = self._ask_partitions(
+            key, lambda: BufferDumpRequest(token, key), token, BufferDumpReply, timeout
+        )
         merged: dict[Any, list[Any]] = {}
         for reply in replies:
             merged.update(reply.data)
@@ -434,7 +395,9 @@ class DataBuffer:
     def size(self, key: Any = None, timeout: float = 10.0) -> int:
         """How many values are held for ``key`` (None: for every key)."""
         token = next(_tokens)
-        replies = self._ask_partitions(key, lambda: BufferSizeRequest(token, key), token, BufferSizeReply, timeout)
+        replies = self._ask_partitions(
+            key, lambda: BufferSizeRequest(token, key), token, BufferSizeReply, timeout
+        )
         return sum(reply.size for reply in replies)
 
     def info(self, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -447,7 +410,9 @@ class DataBuffer:
         "error_handler_failed"}`` (counters since the actor started; see docs/buffer.md).
         """
         token = next(_tokens)
-        replies = self._ask_partitions(None, lambda: BufferInfoRequest(token), token, BufferInfoReply, timeout)
+        replies = self._ask_partitions(
+            None, lambda: BufferInfoRequest(token), token, BufferInfoReply, timeout
+        )
         return [reply.info for reply in replies]
 
     # ------------------------------------------------------------------ plumbing
@@ -481,7 +446,9 @@ class DataBuffer:
             messages = [make() if i == index else None for i in range(len(self._addresses))]
         return self._gather(messages, token, reply_type, timeout)
 
-    def _gather(self, messages: list[Any], token: int, reply_type: type, timeout: float) -> list[Any]:
+    def _gather(
+        self, messages: list[Any], token: int, reply_type: type, timeout: float
+    ) -> list[Any]:
         """Send ``messages[i]`` to partition i (None: skip it); return the replies by partition."""
         wanted = {i for i, message in enumerate(messages) if message is not None}
         replies: dict[int, Any] = {}
@@ -494,16 +461,12 @@ class DataBuffer:
                 if remaining <= 0:
                     missing = sorted(wanted - set(replies))
                     raise DeliveryTimeout(
-                        f"{type(self).__name__}: no answer from partitions {missing} within {timeout:g}s"
+                        f"{type(self).__name__}: no answer from partitions {missing} "
+                        f"within {timeout:g}s"
                     )
                 reply = self._system.listen(remaining)
                 if isinstance(reply, reply_type) and getattr(reply, "token", None) == token:
-                    replies[reply.partition] = reply
+                    replies[getattr(reply, "partition", 0)] = reply
                 elif reply is None and self._in_process:
                     time.sleep(min(0.01, max(0.0, remaining)))
         return [replies[index] for index in sorted(replies)]
-
-
-def _short(key: Any) -> str:
-    text = repr(key)
-    return text if len(text) <= 80 else text[:77] + "..."

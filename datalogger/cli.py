@@ -58,14 +58,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
             conn.execute('DROP TABLE IF EXISTS "green"')
             conn.execute('DROP TABLE IF EXISTS "red"')
     port = args.admin_port or _free_port()
-    console.print(f"[bold]datalogger {__version__}[/] demo: a node on 127.0.0.1:{port} (multiprocTCPBase)")
+    console.print(
+        f"[bold]datalogger {__version__}[/] demo: a node on 127.0.0.1:{port} (multiprocTCPBase)"
+    )
     sent = {"green": 0, "red": 0}
     started = time.monotonic()
     with start(config, admin_port=port) as dl:
         for chunk in range(args.chunks):
             for topic, share in (("green", 3), ("red", 2)):
                 rows = [
-                    {"id": chunk * 1000 + i, "topic": topic, "value": (chunk * 31 + i) % 97, "ok": i % 5 != 0}
+                    {
+                        "id": chunk * 1000 + i,
+                        "topic": topic,
+                        "value": (chunk * 31 + i) % 97,
+                        "ok": i % 5 != 0,
+                    }
                     for i in range(share * 100)
                 ]
                 dl.log(topic, rows)
@@ -74,7 +81,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stats = dl.stats()
     elapsed = time.monotonic() - started
     table = Table(title="What landed where (read back from the files and the database)")
-    for column in ("topic", "rows logged", "SQLite rows", "JSONL lines", "delivered per stats() (sqlite/jsonl)"):
+    for column in (
+        "topic",
+        "rows logged",
+        "SQLite rows",
+        "JSONL lines",
+        "delivered per stats() (sqlite/jsonl)",
+    ):
         table.add_column(column, justify="right" if column != "topic" else "left")
     ok = True
     with sqlite3.connect(db_path) as conn:
@@ -82,7 +95,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             in_db = conn.execute(f'SELECT count(*) FROM "{topic}"').fetchone()[0]
             with open(os.path.join(jsonl_dir, f"{topic}.jsonl"), encoding="utf-8") as handle:
                 in_files = sum(1 for _ in handle)
-            delivered = "/".join(str(stats["topics"][topic][d]["delivered"]) for d in ("sqlite", "jsonl"))
+            delivered = "/".join(
+                str(stats["topics"][topic][d]["delivered"]) for d in ("sqlite", "jsonl")
+            )
             ok = ok and in_db == count and in_files == count
             table.add_row(topic, str(count), str(in_db), str(in_files), delivered)
     console.print(table)
@@ -126,7 +141,9 @@ def cmd_shutdown(args: argparse.Namespace) -> int:
 
     handle = connect(_admin_port(args), host=args.host)
     spilled = handle.shutdown(timeout=args.timeout)
-    console.print(f"node on port {_admin_port(args)} stopped; {spilled} rows left on disk for the next start")
+    console.print(
+        f"node on port {_admin_port(args)} stopped; {spilled} rows left on disk for the next start"
+    )
     return 0
 
 
@@ -173,7 +190,16 @@ def cmd_log(args: argparse.Namespace) -> int:
 def stats_table(stats: dict[str, Any]) -> Table:
     """A rich table of ``stats()``."""
     table = Table(title="datalogger status")
-    columns = ("received", "delivered", "failed", "retried", "dead_lettered", "spilled", "dropped", "buffered")
+    columns = (
+        "received",
+        "delivered",
+        "failed",
+        "retried",
+        "dead_lettered",
+        "spilled",
+        "dropped",
+        "buffered",
+    )
     table.add_column("topic")
     table.add_column("destination")
     for column in columns:
@@ -182,7 +208,10 @@ def stats_table(stats: dict[str, Any]) -> Table:
     for topic, destinations in stats.get("topics", {}).items():
         for name, counters in destinations.items():
             table.add_row(
-                topic, name, *(str(counters.get(c, 0)) for c in columns), counters.get("last_error") or ""
+                topic,
+                name,
+                *(str(counters.get(c, 0)) for c in columns),
+                counters.get("last_error") or "",
             )
     return table
 
@@ -245,7 +274,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Send dead letters again through their destination; remove what was delivered."""
     from .replay import replay
 
-    result = replay(load_config(args.config), topic=args.topic, destination=args.destination, console=console)
+    result = replay(
+        load_config(args.config), topic=args.topic, destination=args.destination, console=console
+    )
     console.print(
         f"replayed {result.delivered_letters} letters ({result.delivered_rows} rows); "
         f"{result.failed_letters} still failing"
@@ -261,11 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def node_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--admin-port", type=int, help=f"the node's admin port (default {DEFAULT_ADMIN_PORT})")
-        p.add_argument("--host", default=DEFAULT_BIND, help="the node's address (default 127.0.0.1)")
+        p.add_argument(
+            "--admin-port", type=int, help=f"the node's admin port (default {DEFAULT_ADMIN_PORT})"
+        )
+        p.add_argument(
+            "--host", default=DEFAULT_BIND, help="the node's address (default 127.0.0.1)"
+        )
 
     p = sub.add_parser("demo", help="log a sample workload to SQLite and JSONL, show the result")
-    p.add_argument("--dir", default="datalogger-demo", help="where the demo writes (default ./datalogger-demo)")
+    p.add_argument(
+        "--dir", default="datalogger-demo", help="where the demo writes (default ./datalogger-demo)"
+    )
     p.add_argument("--chunks", type=int, default=10, help="chunks per topic (500 rows each round)")
     p.add_argument("--admin-port", type=int, default=None, help="admin port (default: a free one)")
     p.set_defaults(func=cmd_demo)

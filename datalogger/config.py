@@ -61,7 +61,10 @@ DESTINATION_TYPES: dict[str, str] = {
 TOP_LEVEL_OPTIONS: dict[str, tuple[Any, str]] = {
     "data_dir": (".datalogger", "Directory for dead letters, spill files and the write-ahead log."),
     "log_timeout": (30.0, "Seconds `log()` waits for the node to accept a chunk."),
-    "shutdown_timeout": (10.0, "Seconds shutdown waits for buffers to be delivered before spilling them."),
+    "shutdown_timeout": (
+        10.0,
+        "Seconds shutdown waits for buffers to be delivered before spilling them.",
+    ),
     "destinations": ({}, "Table of destinations, keyed by a name of your choice."),
 }
 
@@ -72,10 +75,19 @@ DESTINATION_OPTIONS: dict[str, tuple[Any, str]] = {
     "send_async": (False, "Send every chunk from its own short-lived `SendActor`."),
     "max_in_flight": (4, "With `send_async`, how many `SendActor`s may run at once."),
     "retry": ({}, "Retry policy table; see `RetrySettings`."),
-    "buffer": (None, "Batching table (`max_size`, `interval`, `jitter`); none means send chunks as they come."),
-    "max_buffered_rows": (50_000, "Rows held in memory for this destination before `overflow` applies."),
+    "buffer": (
+        None,
+        "Batching table (`max_size`, `interval`, `jitter`); none means send chunks as they come.",
+    ),
+    "max_buffered_rows": (
+        50_000,
+        "Rows held in memory for this destination before `overflow` applies.",
+    ),
     "overflow": ("spill", "`spill` to disk, `block` the caller, or `drop_oldest` (counted)."),
-    "block_timeout": (10.0, "With `overflow = \"block\"`, seconds `log()` waits before raising `Backpressure`."),
+    "block_timeout": (
+        10.0,
+        'With `overflow = "block"`, seconds `log()` waits before raising `Backpressure`.',
+    ),
 }
 
 OVERFLOW_POLICIES = ("spill", "block", "drop_oldest")
@@ -174,10 +186,14 @@ def resolve_class(type_name: str) -> type:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"destination type {type_name!r}: cannot import {module_name}: {exc}") from exc
+        raise ConfigError(
+            f"destination type {type_name!r}: cannot import {module_name}: {exc}"
+        ) from exc
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
-        raise ConfigError(f"destination type {type_name!r}: {module_name} has no class {class_name}")
+        raise ConfigError(
+            f"destination type {type_name!r}: {module_name} has no class {class_name}"
+        )
     if not callable(getattr(cls, "send_data", None)):
         raise ConfigError(f"destination type {type_name!r}: {path} has no send_data method")
     return cls
@@ -206,7 +222,9 @@ def _check_class_options(name: str, type_name: str, cls: type, options: Mapping[
         and p.name not in options
     ]
     if missing:
-        raise ConfigError(f"destination {name!r} ({type_name}): missing required option {missing[0]!r}")
+        raise ConfigError(
+            f"destination {name!r} ({type_name}): missing required option {missing[0]!r}"
+        )
 
 
 def _settings(cls: type, where: str, raw: Any) -> Any:
@@ -219,7 +237,9 @@ def _settings(cls: type, where: str, raw: Any) -> Any:
     fields = {f.name: f for f in attrs.fields(cls)}
     for key in raw:
         if key not in fields:
-            raise ConfigError(f"{where}: unknown option {key!r}; known options: {', '.join(fields)}")
+            raise ConfigError(
+                f"{where}: unknown option {key!r}; known options: {', '.join(fields)}"
+            )
     for key, value in raw.items():
         default = fields[key].default
         if isinstance(default, (int, float)) and not isinstance(default, bool):
@@ -254,7 +274,9 @@ def _destination(name: str, raw: Any) -> DestinationSpec:
         raise ConfigError(f"{where}.prefix must be a non-empty string, not {prefix!r}")
     overflow = framework.get("overflow", "spill")
     if overflow not in OVERFLOW_POLICIES:
-        raise ConfigError(f"{where}.overflow must be one of {', '.join(OVERFLOW_POLICIES)}, not {overflow!r}")
+        raise ConfigError(
+            f"{where}.overflow must be one of {', '.join(OVERFLOW_POLICIES)}, not {overflow!r}"
+        )
     send_async = framework.get("send_async", False)
     if not isinstance(send_async, bool):
         raise ConfigError(f"{where}.send_async must be true or false, not {send_async!r}")
@@ -264,14 +286,20 @@ def _destination(name: str, raw: Any) -> DestinationSpec:
         options=options,
         prefix=prefix,
         send_async=send_async,
-        max_in_flight=int(_number(f"{where}.max_in_flight", framework.get("max_in_flight", 4), minimum=1)),
+        max_in_flight=int(
+            _number(f"{where}.max_in_flight", framework.get("max_in_flight", 4), minimum=1)
+        ),
         retry=_settings(RetrySettings, f"{where}.retry", framework.get("retry", {})),
         buffer=_settings(BufferSettings, f"{where}.buffer", framework.get("buffer")),
         max_buffered_rows=int(
-            _number(f"{where}.max_buffered_rows", framework.get("max_buffered_rows", 50_000), minimum=1)
+            _number(
+                f"{where}.max_buffered_rows", framework.get("max_buffered_rows", 50_000), minimum=1
+            )
         ),
         overflow=overflow,
-        block_timeout=float(_number(f"{where}.block_timeout", framework.get("block_timeout", 10.0))),
+        block_timeout=float(
+            _number(f"{where}.block_timeout", framework.get("block_timeout", 10.0))
+        ),
     )
 
 
@@ -302,7 +330,10 @@ def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | No
         raise ConfigError(f"config must be a dict or a TOML file path, not {type(source).__name__}")
     unknown = sorted(set(raw) - set(TOP_LEVEL_OPTIONS))
     if unknown:
-        raise ConfigError(f"unknown top-level option {unknown[0]!r}; known options: {', '.join(TOP_LEVEL_OPTIONS)}")
+        raise ConfigError(
+            f"unknown top-level option {unknown[0]!r}; "
+            f"known options: {', '.join(TOP_LEVEL_OPTIONS)}"
+        )
     destinations_raw = raw.get("destinations", {})
     if not isinstance(destinations_raw, Mapping) or not destinations_raw:
         raise ConfigError("config has no destinations: add at least one [destinations.NAME] table")

@@ -45,7 +45,7 @@ def picklable(value: Any) -> Any:
     """``value`` if it can cross a process boundary, else its repr."""
     try:
         pickle.loads(pickle.dumps(value))
-    except Exception:  # noqa: BLE001 - any pickling failure
+    except Exception:
         return repr(value)
     return value
 
@@ -73,7 +73,7 @@ class DestinationHost:
         except PermanentError as exc:
             bad = exc.rows if exc.rows is not None else None
             return Attempt(ok=False, error=exc, permanent=True, bad_rows=bad)
-        except Exception as exc:  # noqa: BLE001 - user code: anything can be raised
+        except Exception as exc:
             log.debug("send_data of %s failed: %s", self.spec.name, traceback.format_exc())
             return Attempt(ok=False, error=exc)
         return Attempt(ok=True, result=result)
@@ -95,7 +95,7 @@ class DestinationHost:
             method = getattr(self.instance, name, None)
             if method is not None:
                 method(first, self.topic, rows)
-        except Exception as exc:  # noqa: BLE001 - user code
+        except Exception as exc:
             message = f"{self.spec.name}.{name} raised {describe(exc)}"
             log.warning("%s (topic %s)", message, self.topic)
             return message
@@ -110,7 +110,5 @@ class DestinationHost:
             close = getattr(instance, "close", None)
             if close is not None:
                 close()
-        except Exception as exc:  # noqa: BLE001 - user code
+        except Exception as exc:
             log.warning("%s.close raised %s", self.spec.name, describe(exc))
-
-

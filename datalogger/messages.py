@@ -223,7 +223,8 @@ class SendOutcome:
     ok: bool
     result: Any = None
     """``send_data``'s return value (its repr when it cannot be pickled)."""
-    error: str | None = None
+    error: Any = None
+    """The exception (or its description when it cannot be pickled)."""
     error_type: str | None = None
     permanent: bool = False
     bad_rows: list[dict[str, Any]] | None = None

@@ -23,7 +23,7 @@ from thespian.actors import ActorSystem
 from . import exceptions
 from ._thespian import DEFAULT_ADMIN_PORT, DEFAULT_BIND, bind_to, log_defs, port_open
 from .actors.root_supervisor import ROOT_NAME, RootSupervisor
-from .config import Config, load_config
+from .config import Config, load_config, resolve_class
 from .exceptions import DataLoggerError, DeliveryTimeout, NotRunning
 from .messages import (
     ConfigureNode,
@@ -73,11 +73,47 @@ class DataLogger:
         self._lock = threading.Lock()
         self._refs = itertools.count(1)
         self._closed = False
+        self._destinations: dict[str, Any] = {}
 
     @property
     def router(self) -> Any:
         """The RootSupervisor's address: ``ActorSystem().tell(dl.router, Log(topic, data))``."""
         return self._router
+
+    def destination(self, name: str) -> Any:
+        """A local instance of the configured destination ``name``, built on first use.
+
+        For calls a destination offers beside ``send_data``, such as the
+        InfluxDB destination's ``ping()``, ``query()``, ``post_query()`` and
+        ``push()``. It runs in the caller's process, apart from the node's
+        workers, and is closed by :meth:`shutdown` or :meth:`close`.
+
+        Raises:
+            ConfigError: no destination has that name, or this handle has no
+                configuration (it came from :func:`connect`).
+        """
+        if self.config is None:
+            raise exceptions.ConfigError("this handle has no configuration: it came from connect()")
+        built = self._destinations.get(name)
+        if built is None:
+            specs = {spec.name: spec for spec in self.config.destinations}
+            if name not in specs:
+                raise exceptions.ConfigError(
+                    f"no destination named {name!r}; configured: {', '.join(sorted(specs))}"
+                )
+            built = resolve_class(specs[name].type)(**dict(specs[name].options))
+            self._destinations[name] = built
+        return built
+
+    def _close_destinations(self) -> None:
+        for built in self._destinations.values():
+            close = getattr(built, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - closing must not hide the shutdown
+                    pass
+        self._destinations.clear()
 
     # ------------------------------------------------------------------ requests
     def _request(self, message_for: Any, expected: tuple[type, ...], timeout: float) -> Any:
@@ -88,7 +124,11 @@ class DataLogger:
             deadline = time.monotonic() + timeout
             reply = self._system.ask(self._router, message_for(ref), timeout)
             while True:
-                if reply is not None and isinstance(reply, expected) and getattr(reply, "ref", ref) == ref:
+                if (
+                    reply is not None
+                    and isinstance(reply, expected)
+                    and getattr(reply, "ref", ref) == ref
+                ):
                     return reply
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -131,7 +171,8 @@ class DataLogger:
         )
         if not reply.done:
             raise DeliveryTimeout(
-                f"flush: topics still pending after {timeout:g}s: {', '.join(sorted(reply.pending))}"
+                f"flush: topics still pending after {timeout:g}s: "
+                f"{', '.join(sorted(reply.pending))}"
             )
 
     def stats(self) -> dict[str, Any]:
@@ -152,7 +193,9 @@ class DataLogger:
         """
         if self._closed:
             return 0
-        wait = self.config.shutdown_timeout if (timeout is None and self.config) else (timeout or 10.0)
+        wait = (
+            self.config.shutdown_timeout if (timeout is None and self.config) else (timeout or 10.0)
+        )
         spilled = 0
         try:
             reply: ShutdownReady = self._request(
@@ -161,6 +204,7 @@ class DataLogger:
             spilled = reply.spilled_rows
         finally:
             self._closed = True
+            self._close_destinations()
             self._system.shutdown()
             _forget(self)
         return spilled
@@ -168,6 +212,7 @@ class DataLogger:
     def close(self) -> None:
         """Let go of the node without stopping it (for handles from :func:`connect`)."""
         self._closed = True
+        self._close_destinations()
         _forget(self)
 
     def __enter__(self) -> DataLogger:
@@ -225,7 +270,11 @@ def start(
                 f"admin port {port} is already in use: a node runs there (use datalogger.connect)"
             )
         capabilities["Admin Port"] = port
-    level = log_level if isinstance(log_level, int) else getattr(__import__("logging"), str(log_level).upper())
+    level = (
+        log_level
+        if isinstance(log_level, int)
+        else getattr(__import__("logging"), str(log_level).upper())
+    )
     system = ActorSystem(base, capabilities, logDefs=log_defs(level), transientUnique=True)
     try:
         router = system.createActor(RootSupervisor, globalName=ROOT_NAME)
@@ -284,7 +333,9 @@ def get_default() -> DataLogger:
     """
     handle = _default
     if handle is None or handle._closed:
-        raise NotRunning("no datalogger is running: call datalogger.start() or datalogger.connect()")
+        raise NotRunning(
+            "no datalogger is running: call datalogger.start() or datalogger.connect()"
+        )
     return handle
 
 

@@ -9,7 +9,14 @@ import msgpack
 
 from .exceptions import InvalidData, InvalidTopic
 
-__all__ = ["MAX_TOPIC_LENGTH", "TOPIC_PATTERN", "normalize_rows", "pack", "unpack", "validate_topic"]
+__all__ = [
+    "MAX_TOPIC_LENGTH",
+    "TOPIC_PATTERN",
+    "normalize_rows",
+    "pack",
+    "unpack",
+    "validate_topic",
+]
 
 #: Topic names: 1 to 255 characters from this set. They are safe in file names
 #: and, once quoted, in SQL identifiers.
@@ -24,7 +31,9 @@ def validate_topic(topic: object) -> str:
     if not topic:
         raise InvalidTopic("topic must not be empty")
     if len(topic) > MAX_TOPIC_LENGTH:
-        raise InvalidTopic(f"topic is {len(topic)} characters long; the limit is {MAX_TOPIC_LENGTH}")
+        raise InvalidTopic(
+            f"topic is {len(topic)} characters long; the limit is {MAX_TOPIC_LENGTH}"
+        )
     if not TOPIC_PATTERN.match(topic):
         bad = sorted({c for c in topic if not re.match(r"[A-Za-z0-9_.:-]", c)})
         raise InvalidTopic(
@@ -59,9 +68,7 @@ def normalize_rows(data: object) -> list[dict[str, Any]]:
         if not rows:
             raise InvalidData("data is an empty list: log at least one row")
     else:
-        raise InvalidData(
-            f"data must be a row (dict) or a list of rows, not {type(data).__name__}"
-        )
+        raise InvalidData(f"data must be a row (dict) or a list of rows, not {type(data).__name__}")
     for index, row in enumerate(rows):
         if not isinstance(row, dict):
             raise InvalidData(f"row {index} is a {type(row).__name__}, not a dict")

@@ -36,7 +36,7 @@ def start_node() -> Iterator[Callable[..., datalogger.DataLogger]]:
     for handle in handles:
         try:
             handle.shutdown(timeout=2.0)
-        except Exception:  # noqa: BLE001 - already stopped by the test
+        except Exception:
             pass
 
 

@@ -28,13 +28,19 @@ def read_lines(path: str) -> list[Any]:
 
 def rows_in(directory: str, topic: str) -> list[dict[str, Any]]:
     """Rows a recording destination stored for ``topic``."""
-    return [row for chunk in read_lines(os.path.join(directory, f"{topic}.jsonl")) for row in chunk["rows"]]
+    return [
+        row
+        for chunk in read_lines(os.path.join(directory, f"{topic}.jsonl"))
+        for row in chunk["rows"]
+    ]
 
 
 class Recorder(Destination):
     """Records each chunk as one JSON line per topic; optionally slow for one topic."""
 
-    def __init__(self, *, directory: str, slow_topic: str | None = None, delay: float = 0.0) -> None:
+    def __init__(
+        self, *, directory: str, slow_topic: str | None = None, delay: float = 0.0
+    ) -> None:
         self.directory = directory
         self.slow_topic = slow_topic
         self.delay = delay
@@ -42,7 +48,10 @@ class Recorder(Destination):
     def send_data(self, topic: str, data: list[dict[str, Any]]) -> int:
         if topic == self.slow_topic:
             time.sleep(self.delay)
-        _append(os.path.join(self.directory, f"{topic}.jsonl"), {"at": time.time(), "pid": os.getpid(), "rows": data})
+        _append(
+            os.path.join(self.directory, f"{topic}.jsonl"),
+            {"at": time.time(), "pid": os.getpid(), "rows": data},
+        )
         return len(data)
 
 
@@ -92,13 +101,22 @@ class Callbacks(Recorder):
         return {"stored": len(data), "pid": os.getpid()}
 
     def on_success(self, result: Any, topic: str, data: list[dict[str, Any]]) -> None:
-        _append(os.path.join(self.directory, "callbacks.jsonl"),
-                {"kind": "success", "result": result, "topic": topic, "data": data})
+        _append(
+            os.path.join(self.directory, "callbacks.jsonl"),
+            {"kind": "success", "result": result, "topic": topic, "data": data},
+        )
 
     def on_error(self, reason: Any, topic: str, data: list[dict[str, Any]]) -> None:
-        _append(os.path.join(self.directory, "callbacks.jsonl"),
-                {"kind": "error", "reason": str(reason), "type": type(reason).__name__,
-                 "topic": topic, "data": data})
+        _append(
+            os.path.join(self.directory, "callbacks.jsonl"),
+            {
+                "kind": "error",
+                "reason": str(reason),
+                "type": type(reason).__name__,
+                "topic": topic,
+                "data": data,
+            },
+        )
 
 
 class CrashOnMarker(Recorder):

@@ -14,7 +14,9 @@ import uuid
 
 import pytest
 
-POSTGRES_DSN = os.environ.get("DATALOGGER_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_DSN = os.environ.get(
+    "DATALOGGER_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("DATALOGGER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 INFLUXDB_HOST = os.environ.get("DATALOGGER_TEST_INFLUXDB_HOST", "127.0.0.1")
 INFLUXDB_HTTP_PORT = int(os.environ.get("DATALOGGER_TEST_INFLUXDB_HTTP_PORT", "18086"))
@@ -51,7 +53,7 @@ def postgres_dsn_or_skip() -> str:
     try:
         with psycopg.connect(POSTGRES_DSN, connect_timeout=3) as conn:
             conn.execute("select 1")
-    except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+    except Exception as exc:
         unavailable(f"PostgreSQL is not reachable at {POSTGRES_DSN}: {exc}")
     return POSTGRES_DSN
 
@@ -64,7 +66,7 @@ def redis_url_or_skip() -> str:
         unavailable("redis-py is not installed (pip install 'datalogger[redis]')")
     try:
         redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         unavailable(f"Redis is not reachable at {REDIS_URL}: {exc}")
     return REDIS_URL
 

@@ -59,8 +59,10 @@ def test_two_topics_two_destinations_deliver_every_row(tmp_path, start_node, bas
 def test_slow_topic_does_not_delay_another(tmp_path, start_node):
     out = tmp_path / "out"
     dl = start_node(
-        {"data_dir": str(tmp_path / "state"),
-         "destinations": {"rec": recorder(out, slow_topic="red", delay=5.0)}}
+        {
+            "data_dir": str(tmp_path / "state"),
+            "destinations": {"rec": recorder(out, slow_topic="red", delay=5.0)},
+        }
     )
     dl.log("red", [{"n": 1}])
     time.sleep(0.2)  # red's worker is now inside its 5 s send
@@ -103,7 +105,9 @@ def test_send_async_calls_on_success_and_on_error(tmp_path, start_node, base):
 
 def test_send_async_crash_of_send_actor_calls_on_error(tmp_path, start_node):
     out = tmp_path / "out"
-    dest = recorder(out, "CrashOnMarker", send_async=True, retry={"max_attempts": 2, "initial_delay": 0.1})
+    dest = recorder(
+        out, "CrashOnMarker", send_async=True, retry={"max_attempts": 2, "initial_delay": 0.1}
+    )
     dl = start_node({"data_dir": str(tmp_path / "state"), "destinations": {"c": dest}})
     dl.log("green", [{"crash": True, "n": 1}])
     dl.flush(timeout=30)
@@ -147,8 +151,9 @@ def test_killed_worker_is_restarted_and_its_chunk_delivered_again(tmp_path, star
 
 def test_worker_process_crash_inside_send_data_loses_nothing(tmp_path, start_node):
     out = tmp_path / "out"
-    dl = start_node({"data_dir": str(tmp_path / "state"),
-                     "destinations": {"c": recorder(out, "CrashOnMarker")}})
+    dl = start_node(
+        {"data_dir": str(tmp_path / "state"), "destinations": {"c": recorder(out, "CrashOnMarker")}}
+    )
     dl.log("green", [{"n": 0, "crash": True}])
     for i in range(1, 10):
         dl.log("green", [{"n": i}])
@@ -181,9 +186,13 @@ def test_prefix_routing(tmp_path, start_node, base):
 
 
 def test_topic_no_destination_takes_is_refused(tmp_path, start_node):
-    dl = start_node({"data_dir": str(tmp_path / "s"),
-                     "destinations": {"m": recorder(tmp_path / "o", prefix="metrics.")}},
-                    base="simpleSystemBase")
+    dl = start_node(
+        {
+            "data_dir": str(tmp_path / "s"),
+            "destinations": {"m": recorder(tmp_path / "o", prefix="metrics.")},
+        },
+        base="simpleSystemBase",
+    )
     with pytest.raises(datalogger.InvalidTopic, match="no destination takes topic 'other'"):
         dl.log("other", [{"x": 1}])
 
@@ -238,15 +247,33 @@ def test_bad_log_message_told_directly_is_counted_not_fatal(tmp_path, start_node
     ("config", "match"),
     [
         ({"destinations": {"x": {"type": "nosuch"}}}, "unknown destination type 'nosuch'"),
-        ({"destinations": {"x": {"type": "sqlite", "path": "a.db", "pth": 1}}}, "unknown option 'pth'"),
+        (
+            {"destinations": {"x": {"type": "sqlite", "path": "a.db", "pth": 1}}},
+            "unknown option 'pth'",
+        ),
         ({"destinations": {"x": {"type": "sqlite"}}}, "missing required option 'path'"),
-        ({"destinations": {"x": {"type": "tests.dests:NeedsOption"}}}, "missing required option 'url'"),
+        (
+            {"destinations": {"x": {"type": "tests.dests:NeedsOption"}}},
+            "missing required option 'url'",
+        ),
         ({"destinations": {"x": {"path": "a.db"}}}, "missing required option 'type'"),
         ({"destinations": {}}, "no destinations"),
-        ({"destinations": {"x": {"type": "sqlite", "path": "a", "overflow": "x"}}}, "overflow must be one of"),
-        ({"destinations": {"x": {"type": "sqlite", "path": "a", "retry": {"tries": 3}}}}, "unknown option 'tries'"),
-        ({"destinations": {"x": {"type": "sqlite", "path": "a"}}, "bogus": 1}, "unknown top-level option 'bogus'"),
-        ({"destinations": {"bad name": {"type": "sqlite", "path": "a"}}}, "destination name 'bad name'"),
+        (
+            {"destinations": {"x": {"type": "sqlite", "path": "a", "overflow": "x"}}},
+            "overflow must be one of",
+        ),
+        (
+            {"destinations": {"x": {"type": "sqlite", "path": "a", "retry": {"tries": 3}}}},
+            "unknown option 'tries'",
+        ),
+        (
+            {"destinations": {"x": {"type": "sqlite", "path": "a"}}, "bogus": 1},
+            "unknown top-level option 'bogus'",
+        ),
+        (
+            {"destinations": {"bad name": {"type": "sqlite", "path": "a"}}},
+            "destination name 'bad name'",
+        ),
     ],
 )
 def test_malformed_config_is_named_at_start(config, match):
@@ -314,7 +341,9 @@ def test_connect_from_a_second_process(tmp_path, start_node):
         f"h = datalogger.connect({dl.admin_port})\n"
         "print(h.log('green', [{'id': 1}, {'id': 2}]))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     dl.flush(timeout=30)
     assert count_sqlite(tmp_path / "out.db", "green") == 2
@@ -332,7 +361,8 @@ def test_admin_port_binds_to_loopback_only(tmp_path, start_node):
 
     dl = start_node(two_destinations(tmp_path))
     listening = [
-        c for c in psutil.net_connections(kind="tcp")
+        c
+        for c in psutil.net_connections(kind="tcp")
         if c.status == psutil.CONN_LISTEN and c.laddr.port == dl.admin_port
     ]
     assert listening, "nothing listens on the admin port"

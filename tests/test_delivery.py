@@ -60,11 +60,17 @@ def test_permanently_failing_rows_go_to_dead_letters_and_replay_delivers_them(tm
     assert stats["red"]["d"]["dead_lettered"] == 2  # down: both rows, good and bad
     store = DeadLetterStore(tmp_path / "state" / "dead_letters")
     assert store.total_rows() == 52
-    assert {(s.topic, s.letters, s.rows) for s in store.summary()} == {("green", 5, 50), ("red", 1, 2)}
+    assert {(s.topic, s.letters, s.rows) for s in store.summary()} == {
+        ("green", 5, 50),
+        ("red", 1, 2),
+    }
 
     listing = subprocess.run(
         [sys.executable, "-m", "datalogger", "dead-letters", "list", "--config", str(toml)],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
     )
     assert listing.returncode == 0, listing.stderr
     assert "ConnectionError: destination is down" in listing.stdout
@@ -75,7 +81,9 @@ def test_permanently_failing_rows_go_to_dead_letters_and_replay_delivers_them(tm
     (out / "down").unlink()
     replay = subprocess.run(
         [sys.executable, "-m", "datalogger", "replay", "--config", str(toml), "--topic", "green"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert replay.returncode == 0, replay.stdout + replay.stderr
     assert sorted(r["n"] for r in rows_in(str(out), "green")) == list(range(50))
@@ -146,8 +154,12 @@ def test_retry_waits_do_not_delay_another_topic(tmp_path, start_node):
 
 def test_new_data_flows_while_a_chunk_waits_for_its_retry(tmp_path, start_node):
     out = tmp_path / "out"
-    dl = start_node(config(tmp_path, **recorder(out, "Flaky", failures=1,
-                                                  retry={"initial_delay": 2.0, "jitter": 0.0})))
+    dl = start_node(
+        config(
+            tmp_path,
+            **recorder(out, "Flaky", failures=1, retry={"initial_delay": 2.0, "jitter": 0.0}),
+        )
+    )
     dl.log("green", [{"n": 0}])
     time.sleep(0.3)
     dl.log("green", [{"n": 1}])
@@ -172,7 +184,9 @@ def test_outage_memory_is_bounded_and_spilled_rows_all_arrive(tmp_path, start_no
     out.mkdir()
     (out / "down").touch()
     retry = {"max_attempts": 10_000, "initial_delay": 0.2, "max_delay": 0.5}
-    dl = start_node(config(tmp_path, **recorder(out, "Switchable", retry=retry, max_buffered_rows=10_000)))
+    dl = start_node(
+        config(tmp_path, **recorder(out, "Switchable", retry=retry, max_buffered_rows=10_000))
+    )
     payload = "x" * 100
     peak = 0
     for i in range(200):
@@ -195,8 +209,19 @@ def test_overflow_block_raises_backpressure(tmp_path, start_node):
     out = tmp_path / "out"
     out.mkdir()
     (out / "down").touch()
-    dl = start_node(config(tmp_path, **recorder(out, "Switchable", overflow="block", max_buffered_rows=100,
-                                                  block_timeout=0.5, retry={"max_attempts": 1000})))
+    dl = start_node(
+        config(
+            tmp_path,
+            **recorder(
+                out,
+                "Switchable",
+                overflow="block",
+                max_buffered_rows=100,
+                block_timeout=0.5,
+                retry={"max_attempts": 1000},
+            ),
+        )
+    )
     dl.log("green", [{"n": i} for i in range(100)])
     with pytest.raises(datalogger.Backpressure, match="stayed full"):
         dl.log("green", [{"n": 100}])
@@ -211,9 +236,18 @@ def test_overflow_drop_oldest_counts_what_it_drops(tmp_path, start_node):
     out = tmp_path / "out"
     out.mkdir()
     (out / "down").touch()
-    dl = start_node(config(tmp_path, **recorder(out, "Switchable", overflow="drop_oldest",
-                                                  max_buffered_rows=100, retry={"max_attempts": 1000,
-                                                                                "initial_delay": 0.05})))
+    dl = start_node(
+        config(
+            tmp_path,
+            **recorder(
+                out,
+                "Switchable",
+                overflow="drop_oldest",
+                max_buffered_rows=100,
+                retry={"max_attempts": 1000, "initial_delay": 0.05},
+            ),
+        )
+    )
     for i in range(5):
         dl.log("green", [{"chunk": i} for _ in range(100)])
     assert dl.stats()["topics"]["green"]["d"]["dropped"] == 300
@@ -226,7 +260,9 @@ def test_shutdown_spills_undelivered_rows_and_next_start_delivers_them(tmp_path,
     out = tmp_path / "out"
     out.mkdir()
     (out / "down").touch()
-    cfg = config(tmp_path, **recorder(out, "Switchable", retry={"max_attempts": 1000, "initial_delay": 0.05}))
+    cfg = config(
+        tmp_path, **recorder(out, "Switchable", retry={"max_attempts": 1000, "initial_delay": 0.05})
+    )
     dl = start_node(cfg)
     for i in range(5):
         dl.log("green", [{"n": i * 1000 + j} for j in range(1000)])

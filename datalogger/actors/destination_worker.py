@@ -156,9 +156,11 @@ class DestinationWorker(ActorTypeDispatcher):
         if entry is None:
             return
         _, job = entry
-        error = message.error
-        if error is not None and not isinstance(error, BaseException):
-            error = RuntimeError(f"{message.error_type}: {error}")
+        error: BaseException | None = None
+        if isinstance(message.error, BaseException):
+            error = message.error
+        elif message.error is not None:
+            error = RuntimeError(f"{message.error_type}: {message.error}")
         self._outcome(
             job,
             Attempt(
@@ -197,7 +199,9 @@ class DestinationWorker(ActorTypeDispatcher):
             self.wakeupAfter(timedelta(seconds=decision.delay), ("retry", job.id))
             self.send(
                 self.supervisor,
-                AttemptFailed(self.spec.name, job.seqs, job.attempt, describe(error), decision.delay),
+                AttemptFailed(
+                    self.spec.name, job.seqs, job.attempt, describe(error), decision.delay
+                ),
             )
             return
         self._give_up(job, error, job.rows)
@@ -210,8 +214,10 @@ class DestinationWorker(ActorTypeDispatcher):
             self.dead_letters.add(
                 self.topic, self.spec.name, bad, reason, job.attempt, job.first_at, time.time()
             )
-        except Exception as exc:  # noqa: BLE001 - disk trouble: keep the chunk and try later
-            log.error("cannot write dead letter for %s/%s: %s", self.topic, self.spec.name, describe(exc))
+        except Exception as exc:
+            log.error(
+                "cannot write dead letter for %s/%s: %s", self.topic, self.spec.name, describe(exc)
+            )
             self.waiting[job.id] = job
             self.wakeupAfter(timedelta(seconds=5), ("retry", job.id))
             return

@@ -114,7 +114,9 @@ class RootSupervisor(ActorTypeDispatcher):
         """Check a chunk and forward it to its topic's supervisor."""
         try:
             if self.config is None:
-                raise DataLoggerError("this node has no configuration yet (start it with datalogger.start)")
+                raise DataLoggerError(
+                    "this node has no configuration yet (start it with datalogger.start)"
+                )
             if self.shutting_down:
                 raise DataLoggerError("the node is shutting down")
             topic = validate_topic(message.topic)
@@ -130,7 +132,10 @@ class RootSupervisor(ActorTypeDispatcher):
             else:
                 log.warning("rejected a Log message: %s", exc)
             return
-        self.send(self._topic(topic), TopicChunk(topic, rows, sender if message.reply else None, message.ref))
+        self.send(
+            self._topic(topic),
+            TopicChunk(topic, rows, sender if message.reply else None, message.ref),
+        )
 
     # ------------------------------------------------------------------ supervision
     def receiveMsg_ChildActorExited(self, message: ChildActorExited, sender: Any) -> None:
@@ -196,7 +201,11 @@ class RootSupervisor(ActorTypeDispatcher):
     def receiveMsg_FlushRequest(self, message: FlushRequest, sender: Any) -> None:
         """Answer once every topic has settled what it accepted so far."""
         self._gather(
-            "flush", sender, message.ref, message.timeout, lambda token: TopicFlushRequest(token, True)
+            "flush",
+            sender,
+            message.ref,
+            message.timeout,
+            lambda token: TopicFlushRequest(token, True),
         )
 
     def receiveMsg_TopicFlushed(self, message: TopicFlushed, sender: Any) -> None:
@@ -207,7 +216,11 @@ class RootSupervisor(ActorTypeDispatcher):
         """Flush within the timeout, then spill what is left to disk."""
         self.shutting_down = True
         self._gather(
-            "shutdown-flush", sender, message.ref, message.timeout, lambda token: TopicFlushRequest(token, True)
+            "shutdown-flush",
+            sender,
+            message.ref,
+            message.timeout,
+            lambda token: TopicFlushRequest(token, True),
         )
 
     def receiveMsg_TopicSpilled(self, message: TopicSpilled, sender: Any) -> None:

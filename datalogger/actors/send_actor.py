@@ -27,8 +27,10 @@ class SendActor(ActorTypeDispatcher):
         host = DestinationHost(message.spec, message.topic)
         try:
             attempt = host.send(message.rows)
-        except Exception as exc:  # noqa: BLE001 - building the destination failed
-            outcome = SendOutcome(message.token, False, error=describe(exc), error_type=type(exc).__name__)
+        except Exception as exc:
+            outcome = SendOutcome(
+                message.token, False, error=describe(exc), error_type=type(exc).__name__
+            )
         else:
             error = attempt.error
             outcome = SendOutcome(

@@ -9,6 +9,7 @@ chunk it held again, in order.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -84,7 +85,7 @@ class TopicSupervisor(ActorTypeDispatcher):
         self.config = message.config
         for spec in message.config.destinations_for(message.topic):
             directory = os.path.join(message.config.data_dir, "spill", spec.name, message.topic)
-            lane = Lane(spec, lambda directory=directory: SpillQueue(directory))
+            lane = Lane(spec, functools.partial(SpillQueue, directory))
             self.lanes[spec.name] = lane
             self.restarts[spec.name] = deque()
             self._start_worker(spec.name)
@@ -128,7 +129,11 @@ class TopicSupervisor(ActorTypeDispatcher):
         entry = Blocked(next(self.blocked_ids), message, message.reply_to)
         self.blocked.append(entry)
         timeout = min(
-            (lane.spec.block_timeout for lane in self.lanes.values() if lane.spec.overflow == "block"),
+            (
+                lane.spec.block_timeout
+                for lane in self.lanes.values()
+                if lane.spec.overflow == "block"
+            ),
             default=0.0,
         )
         self.wakeupAfter(timedelta(seconds=timeout), ("blocked", entry.id))

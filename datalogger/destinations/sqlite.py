@@ -81,7 +81,9 @@ class SqliteDestination(Destination):
             self._columns[table] = known
         for key in keys:
             if key not in known:
-                conn.execute(f"ALTER TABLE {quote_identifier(table)} ADD COLUMN {_column_name(key)}")
+                conn.execute(
+                    f"ALTER TABLE {quote_identifier(table)} ADD COLUMN {_column_name(key)}"
+                )
                 known.add(key)
 
     def send_data(self, topic: str, data: Rows) -> int:
