@@ -32,7 +32,6 @@ import enum
 import itertools
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -41,7 +40,7 @@ from typing import Any
 import attrs
 from thespian.actors import ActorExitRequest, ActorSystem
 
-from .buffer_partition import _short, partition_for
+from .buffer_partition import partition_for, short_repr
 from .config import RetrySettings
 from .exceptions import ConfigError, DataLoggerError, DeliveryTimeout, InvalidInput, NotRunning
 from .messages import (
@@ -67,7 +66,6 @@ __all__ = [
 log = logging.getLogger("datalogger.buffer")
 
 _tokens = itertools.count(1)
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 _RUNTIME_ATTRIBUTES = frozenset({"_system", "_addresses", "_lock", "_in_process"})
 
 
@@ -126,12 +124,14 @@ def _retry_settings(value: Any) -> RetrySettings:
 
 
 def _number(name: str, value: Any, *, positive: bool, integer: bool = False) -> Any:
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if not isinstance(value, kinds) or isinstance(value, bool):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (integer and not isinstance(value, int))
+    ):
         kind = "an integer" if integer else "a number"
         raise ConfigError(f"{name} must be {kind}, not {value!r}")
-    number = float(value)
-    if number < 0 or (positive and value == 0):
+    if value < 0 or (positive and value == 0):
         raise ConfigError(f"{name} must be {'> 0' if positive else '>= 0'}, not {value!r}")
     return value
 
@@ -222,7 +222,7 @@ class DataBuffer:
         The default logs a warning.
         """
         log.warning(
-            "%s: giving up on %d values of key %s", type(self).__name__, len(data), _short(key)
+            "%s: giving up on %d values of key %s", type(self).__name__, len(data), short_repr(key)
         )
 
     def on_start(self) -> None:
@@ -464,7 +464,10 @@ class DataBuffer:
                         f"{type(self).__name__}: no answer from partitions {missing} "
                         f"within {timeout:g}s"
                     )
-                reply = self._system.listen(remaining)
+                # In one process (simpleSystemBase) listen() runs every timer due within
+                # its timeout before it returns a reply: keep it short there.
+                wait = min(remaining, 0.05) if self._in_process else remaining
+                reply = self._system.listen(wait)
                 if isinstance(reply, reply_type) and getattr(reply, "token", None) == token:
                     replies[getattr(reply, "partition", 0)] = reply
                 elif reply is None and self._in_process:

@@ -44,6 +44,7 @@ __all__ = [
     "as_rows",
     "partition_for",
     "safe_key_name",
+    "short_repr",
 ]
 
 log = logging.getLogger("datalogger.buffer")
@@ -72,13 +73,13 @@ def partition_for(key: Any, partitions: int) -> int:
 def safe_key_name(key: Any) -> str:
     """A name for ``key`` that is a valid topic (dead-letter file names use it).
 
-    Strings made of ``[A-Za-z0-9_.:-]`` are kept as they are; anything else is
-    turned into such a string with a crc32 suffix, so that different keys keep
-    different names.
+    Strings made of ``[A-Za-z0-9_.:-]`` are kept as they are; anything else
+    (other strings, other types) is turned into such a string with a crc32
+    suffix, so that different keys keep different names.
     """
     text = key if isinstance(key, str) else repr(key)
     safe = _UNSAFE.sub("_", text)[:200]
-    if safe == text and safe not in ("", ".", ".."):
+    if isinstance(key, str) and safe == text and safe not in ("", ".", ".."):
         return safe
     return f"{safe or 'key'}-{zlib.crc32(_key_bytes(key)):08x}"
 
@@ -333,7 +334,7 @@ class Partition:
                 log.info(
                     "%s: flush of key %s failed (attempt %d: %s); retrying in %.2fs",
                     type(self.buffer).__name__,
-                    _short(job.key),
+                    short_repr(job.key),
                     job.attempt,
                     describe(exc),
                     decision.delay,
@@ -356,7 +357,7 @@ class Partition:
             log.warning(
                 "%s: handle_flush for key %s took %.2fs (flush_timeout %.2fs)",
                 type(self.buffer).__name__,
-                _short(job.key),
+                short_repr(job.key),
                 elapsed,
                 limit,
             )
@@ -369,7 +370,9 @@ class Partition:
             self.buffer.handle_error(job.key, list(job.data), self.buffer.flush_meta)
         except Exception as exc:
             self.counters["error_handler_failed"] += 1
-            log.error("%s: handle_error for key %s raised %s", name, _short(job.key), describe(exc))
+            log.error(
+                "%s: handle_error for key %s raised %s", name, short_repr(job.key), describe(exc)
+            )
         if self.dead_letters is not None:
             self._dead_letter(job, describe(error))
         self._settled(job, ok=False)
@@ -378,7 +381,7 @@ class Partition:
         assert self.dead_letters is not None
         name = type(self.buffer).__name__
         topic = safe_key_name(job.key)
-        reason = f"key {_short(job.key)}: {reason}"
+        reason = f"key {short_repr(job.key)}: {reason}"
         rows = as_rows(job.data)
         for attempt_rows in (rows, [{"value": repr(value)} for value in job.data]):
             try:
@@ -391,7 +394,7 @@ class Partition:
                 log.error(
                     "%s: cannot write dead letter for key %s: %s",
                     name,
-                    _short(job.key),
+                    short_repr(job.key),
                     describe(exc),
                 )
                 break
@@ -428,6 +431,7 @@ def as_rows(values: list[Any]) -> list[dict[str, Any]]:
     return [{"value": value} for value in values]
 
 
-def _short(key: Any) -> str:
+def short_repr(key: Any) -> str:
+    """``repr(key)``, cut to 80 characters, for log lines."""
     text = repr(key)
     return text if len(text) <= 80 else text[:77] + "..."

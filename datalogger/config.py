@@ -42,7 +42,9 @@ __all__ = [
     "BufferSettings",
     "Config",
     "DestinationSpec",
+    "ProcessStatusSettings",
     "RetrySettings",
+    "WalSettings",
     "load_config",
     "resolve_class",
 ]
@@ -66,6 +68,8 @@ TOP_LEVEL_OPTIONS: dict[str, tuple[Any, str]] = {
         "Seconds shutdown waits for buffers to be delivered before spilling them.",
     ),
     "destinations": ({}, "Table of destinations, keyed by a name of your choice."),
+    "wal": ({}, "Write-ahead log table; see `WalSettings`."),
+    "process_status": ({}, "Process-status storage table; see `ProcessStatusSettings`."),
 }
 
 #: Framework options every destination table may hold: name -> (default, description).
@@ -91,6 +95,7 @@ DESTINATION_OPTIONS: dict[str, tuple[Any, str]] = {
 }
 
 OVERFLOW_POLICIES = ("spill", "block", "drop_oldest")
+FSYNC_POLICIES = ("always", "interval", "never")
 
 
 @attrs.frozen
@@ -134,6 +139,29 @@ class BufferSettings:
 
 
 @attrs.frozen
+class WalSettings:
+    """The per-topic write-ahead log every accepted chunk is written to before ``log()`` returns."""
+
+    fsync: str = "interval"
+    """``always`` (fsync before ``log()`` returns, grouped over concurrent callers),
+    ``interval`` (fsync at most every ``fsync_interval`` seconds) or ``never``."""
+    fsync_interval: float = 0.2
+    """Seconds between fsyncs with ``fsync = "interval"``."""
+    segment_bytes: int = 16 * 1024 * 1024
+    """Size at which a new segment file is started; delivered segments are deleted."""
+
+
+@attrs.frozen
+class ProcessStatusSettings:
+    """Where the ProcessStatus actor keeps, per ``<topic>/<destination>``, the last chunk delivered."""
+
+    adapter: str = "sqlite"
+    """``memory``, ``none``, ``sqlite``, ``postgres``, ``redis`` or ``package.module:Class``."""
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+    """Options for the adapter. ``sqlite`` defaults ``path`` to ``<data_dir>/process_status.db``."""
+
+
+@attrs.frozen
 class DestinationSpec:
     """One configured destination, validated."""
 
@@ -167,6 +195,8 @@ class Config:
     data_dir: str = ".datalogger"
     log_timeout: float = 30.0
     shutdown_timeout: float = 10.0
+    wal: WalSettings = WalSettings()
+    process_status: ProcessStatusSettings = ProcessStatusSettings()
 
     def destinations_for(self, topic: str) -> tuple[DestinationSpec, ...]:
         """The destinations that take ``topic``, honouring prefixes."""
@@ -340,9 +370,22 @@ def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | No
     data_dir = raw.get("data_dir", ".datalogger")
     if not isinstance(data_dir, (str, os.PathLike)):
         raise ConfigError(f"data_dir must be a path, not {data_dir!r}")
+    wal = _settings(WalSettings, "wal", raw.get("wal", {}))
+    if wal.fsync not in FSYNC_POLICIES:
+        raise ConfigError(f"wal.fsync must be one of {', '.join(FSYNC_POLICIES)}, not {wal.fsync!r}")
+    status = _settings(ProcessStatusSettings, "process_status", raw.get("process_status", {}))
+    if not isinstance(status.adapter, str) or not isinstance(status.options, Mapping):
+        raise ConfigError("process_status.adapter must be a string and process_status.options a table")
+    data_dir = os.path.abspath(os.fspath(data_dir))
+    if status.adapter == "sqlite" and "path" not in status.options:
+        status = attrs.evolve(
+            status, options={**status.options, "path": os.path.join(data_dir, "process_status.db")}
+        )
     return Config(
         destinations=tuple(_destination(name, spec) for name, spec in destinations_raw.items()),
-        data_dir=os.path.abspath(os.fspath(data_dir)),
+        data_dir=data_dir,
+        wal=wal,
+        process_status=status,
         log_timeout=float(_number("log_timeout", raw.get("log_timeout", 30.0))),
         shutdown_timeout=float(_number("shutdown_timeout", raw.get("shutdown_timeout", 10.0))),
     )

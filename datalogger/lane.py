@@ -33,6 +33,7 @@ Chunk = tuple[int, list[dict[str, Any]]]
 
 COUNTER_NAMES = (
     "received",
+    "replayed",
     "delivered",
     "failed",
     "retried",
@@ -93,6 +94,7 @@ class Lane:
         self.backlog: deque[Chunk] = deque()
         self.backlog_rows = 0
         self.unsettled: set[int] = set()
+        self.max_seq = 0
         self.counters = LaneCounters()
 
     # ------------------------------------------------------------ spill access
@@ -123,6 +125,7 @@ class Lane:
         """Take a new chunk; return the chunks to hand to the worker now."""
         self.counters.add("received", len(rows))
         self.unsettled.add(seq)
+        self.max_seq = max(self.max_seq, seq)
         overflow = self.spec.overflow
         if overflow == "spill" and (self._spill_waiting() or not self.has_room(len(rows))):
             self.spill.push(seq, rows)
@@ -189,6 +192,16 @@ class Lane:
         if self._spill_waiting():
             return False
         return not self.unsettled or min(self.unsettled) > seq
+
+    def watermark(self) -> int:
+        """The sequence number up to which every chunk offered is settled."""
+        if self.unsettled:
+            return min(self.unsettled) - 1
+        return self.max_seq
+
+    def start_after(self, seq: int) -> None:
+        """Chunks up to ``seq`` were settled by an earlier run."""
+        self.max_seq = max(self.max_seq, seq)
 
     def buffered_rows(self) -> int:
         """Rows not yet settled, in memory and on disk."""

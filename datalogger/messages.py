@@ -140,6 +140,8 @@ class StartTopic:
     topic: str
     config: Any
     """The node's :class:`datalogger.config.Config`."""
+    process_status: Any = None
+    """The ProcessStatus actor's address."""
 
 
 @attrs.frozen
@@ -278,6 +280,110 @@ class TopicSpilled:
     token: int
     topic: str
     rows: int
+    """Rows not yet delivered: they stay in the write-ahead log for the next start."""
+    items: tuple[tuple[str, int], ...] = ()
+    """The topic's final process-status items."""
+
+
+@attrs.frozen
+class ProcessStatusStart:
+    """RootSupervisor -> ProcessStatus: open the storage adapter and load the cache."""
+
+    adapter: str
+    """Short adapter name or ``package.module:Class``."""
+    options: dict[str, Any]
+    """The adapter's options."""
+
+
+@attrs.frozen
+class ItemsProcessed:
+    """TopicSupervisor -> ProcessStatus: entities whose last delivered chunk moved on."""
+
+    items: tuple[tuple[str, int], ...]
+    """``(entity, timestamp)`` pairs: ``("<topic>/<destination>", sequence number)``."""
+
+
+@attrs.frozen
+class WatermarksRequest:
+    """Ask ProcessStatus for the timestamps of some entities (all when ``entities`` is None)."""
+
+    token: int
+    entities: tuple[str, ...] | None = None
+
+
+@attrs.frozen
+class WatermarksReply:
+    """Reply to :class:`WatermarksRequest`."""
+
+    token: int
+    items: dict[str, int]
+    """Entity -> timestamp, for the entities that have one."""
+
+
+@attrs.frozen
+class LastProcessedRequest:
+    """Ask ProcessStatus for the timestamp of ``entity``."""
+
+    entity: str
+    ref: int = 0
+    reply_to: Any = None
+    """Where to answer, when forwarded by the RootSupervisor."""
+
+
+@attrs.frozen
+class LastProcessedReply:
+    """Reply to :class:`LastProcessedRequest`."""
+
+    entity: str
+    timestamp: int | None
+    """None when the entity is unknown."""
+    ref: int = 0
+
+
+@attrs.frozen
+class ProcessStatusReset:
+    """Ask ProcessStatus to forget every entity (for tests)."""
+
+    ref: int = 0
+    reply_to: Any = None
+
+
+@attrs.frozen
+class ProcessStatusResetDone:
+    """Reply to :class:`ProcessStatusReset`."""
+
+    ref: int = 0
+
+
+@attrs.frozen
+class ProcessStatusSync:
+    """Record these items now and answer: used at shutdown."""
+
+    items: tuple[tuple[str, int], ...]
+    token: int = 0
+
+
+@attrs.frozen
+class ProcessStatusSynced:
+    """Reply to :class:`ProcessStatusSync`."""
+
+    token: int = 0
+
+
+@attrs.frozen
+class ProcessStatusMoved:
+    """RootSupervisor -> TopicSupervisor: the ProcessStatus actor was restarted here."""
+
+    address: Any
+
+
+@attrs.frozen
+class WalSync:
+    """TopicSupervisor -> itself: fsync the write-ahead log, then answer the callers waiting.
+
+    Sent after an append under ``fsync = "always"``; chunks that arrived
+    before it is handled share its fsync (group commit).
+    """
 
 
 @attrs.frozen
@@ -385,7 +491,7 @@ class PubSubStatsReply:
 
 @attrs.frozen
 class BufferStart:
-    """DataBuffer -> BufferActor: become one partition of a buffer; answered with :class:`BufferStarted`."""
+    """DataBuffer -> BufferActor: become one partition; answered with :class:`BufferStarted`."""
 
     buffer_class: str
     """The user's DataBuffer subclass as ``module:qualname``, imported by the actor."""

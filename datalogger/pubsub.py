@@ -105,7 +105,9 @@ def _pubsub_address(system: Any, lock: Any = None) -> Any:
     return address
 
 
-def broadcast(handle_or_system: Any, event: Any, topic: str = "requests", scope: str = "local") -> None:
+def broadcast(
+    handle_or_system: Any, event: Any, topic: str = "requests", scope: str = "local"
+) -> None:
     """Send ``event`` to every subscriber of ``topic``.
 
     Returns as soon as the PubSub actor has the event (one ``tell``); it never
@@ -219,7 +221,10 @@ class Subscription:
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._listener = threading.Thread(
-            target=self._listen, args=(timeout,), name=f"datalogger-pubsub-{self.topic}", daemon=True
+            target=self._listen,
+            args=(timeout,),
+            name=f"datalogger-pubsub-{self.topic}",
+            daemon=True,
         )
         self._dispatcher: threading.Thread | None = None
         self._listener.start()

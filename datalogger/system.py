@@ -29,10 +29,14 @@ from .messages import (
     ConfigureNode,
     FlushReply,
     FlushRequest,
+    LastProcessedReply,
+    LastProcessedRequest,
     Log,
     LogAccepted,
     LogRejected,
     NodeReady,
+    ProcessStatusReset,
+    ProcessStatusResetDone,
     ShutdownReady,
     ShutdownRequest,
     StatsReply,
@@ -184,6 +188,27 @@ class DataLogger:
         """
         reply: StatsReply = self._request(lambda ref: StatsRequest(ref), (StatsReply,), 20.0)
         return reply.stats
+
+    # ------------------------------------------------------------------ process status
+    def last_processed(self, entity: str) -> int | None:
+        """The process-status timestamp of ``entity`` (``"<topic>/<destination>"``), or None.
+
+        The timestamp is the sequence number of the topic's chunk up to which
+        that destination has settled every chunk.
+        """
+        reply: LastProcessedReply = self._request(
+            lambda ref: LastProcessedRequest(entity, ref), (LastProcessedReply,), 20.0
+        )
+        return reply.timestamp
+
+    def processed(self, entity: str, timestamp: int) -> bool:
+        """True when ``entity`` has been processed up to ``timestamp`` or later."""
+        last = self.last_processed(entity)
+        return last is not None and last >= timestamp
+
+    def reset(self) -> None:
+        """Forget the whole process status, in memory and in storage (for tests)."""
+        self._request(lambda ref: ProcessStatusReset(ref), (ProcessStatusResetDone,), 20.0)
 
     def shutdown(self, timeout: float | None = None) -> int:
         """Deliver what can be delivered within ``timeout``, spill the rest, stop the node.

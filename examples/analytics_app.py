@@ -31,7 +31,12 @@ from rich.console import Console
 
 import datalogger
 from datalogger import pubsub
-from datalogger.analytics import AnalyticsWSGIMiddleware, load_rows_sqlite, render_summary, summarize
+from datalogger.analytics import (
+    AnalyticsWSGIMiddleware,
+    load_rows_sqlite,
+    render_summary,
+    summarize,
+)
 from datalogger.analytics.cli import default_db
 
 PAGES = {"/": b"home", "/about": b"about us", "/products": b"our products"}
@@ -65,7 +70,7 @@ class Handle:
 class QuietHandler(WSGIRequestHandler):
     """wsgiref's handler without its access log (the live view shows requests)."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - wsgiref's name
+    def log_message(self, format: str, *args: Any) -> None:
         """Say nothing."""
 
 
@@ -91,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (0: any free port)")
     parser.add_argument("--admin-port", type=int, default=1900, help="datalogger admin port")
-    parser.add_argument("--requests", type=int, metavar="N", help="fire N requests at itself and exit")
+    parser.add_argument(
+        "--requests", type=int, metavar="N", help="fire N requests at itself and exit"
+    )
     args = parser.parse_args(argv)
     console = Console()
 
@@ -109,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         live = pubsub.subscribe(dl, "requests", callback=show)
         server = make_server(
-            "127.0.0.1", args.port, AnalyticsWSGIMiddleware(app, Handle(dl)), handler_class=QuietHandler
+            "127.0.0.1",
+            args.port,
+            AnalyticsWSGIMiddleware(app, Handle(dl)),
+            handler_class=QuietHandler,
         )
         url = f"http://127.0.0.1:{server.server_port}"
         with live, server:

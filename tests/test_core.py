@@ -236,6 +236,13 @@ def test_bad_log_message_told_directly_is_counted_not_fatal(tmp_path, start_node
     system.tell(dl.router, Log("green", [{"id": 1}]))
     system.tell(dl.router, Log("no good/", [{"id": 1}]))
     system.tell(dl.router, Log("green", [{"id": object.__name__, "x": [1, 2]}]))
+    # tells from another endpoint are not ordered with this handle's requests: wait for them
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        topic = dl.stats()["topics"].get("green", {})
+        if topic.get("db", {}).get("received") == 2 and dl.stats()["rejected"] == 1:
+            break
+        time.sleep(0.05)
     dl.flush(timeout=30)
     assert count_sqlite(tmp_path / "out.db", "green") == 2
     stats = dl.stats()
@@ -304,6 +311,9 @@ def test_tell_log_to_router_and_module_level_log(tmp_path, start_node):
     )
     assert datalogger.get_default() is dl
     datalogger.log("green", {"id": 3})
+    deadline = time.time() + 20
+    while dl.stats()["topics"]["green"]["db"]["received"] < 3 and time.time() < deadline:
+        time.sleep(0.05)
     dl.flush(timeout=30)
     assert count_sqlite(tmp_path / "out.db", "green") == 3
 

@@ -24,8 +24,16 @@ def free_port() -> int:
 @pytest.mark.timeout(120)
 def test_example_self_test_records_and_summarises(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--requests", "20", "--port", "0",
-         "--admin-port", str(free_port())],
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--requests",
+            "20",
+            "--port",
+            "0",
+            "--admin-port",
+            str(free_port()),
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -23,6 +23,14 @@ from ..config import Config
 from ..exceptions import DataLoggerError, InvalidTopic
 from ..messages import (
     ConfigureNode,
+    LastProcessedRequest,
+    ProcessStatusMoved,
+    ProcessStatusReset,
+    ProcessStatusStart,
+    ProcessStatusSync,
+    ProcessStatusSynced,
+    WatermarksReply,
+    WatermarksRequest,
     FlushReply,
     FlushRequest,
     Log,
@@ -42,7 +50,9 @@ from ..messages import (
     TopicStatsRequest,
 )
 from ..validation import TOPIC_PATTERN, normalize_rows, validate_topic
-from .topic_supervisor import TopicSupervisor
+from ..wal import WriteAheadLog
+from .process_status import ProcessStatus
+from .topic_supervisor import TopicSupervisor, entity
 
 log = logging.getLogger("datalogger.root")
 
@@ -75,30 +85,57 @@ class RootSupervisor(ActorTypeDispatcher):
         self.rejected = 0
         self.last_rejection: str | None = None
         self.shutting_down = False
+        self.process_status: Any = None
+        self.configured_by: Any = None
+        self.shutdown_reply: tuple[Any, int, int] | None = None
 
     # ------------------------------------------------------------------ setup
     def receiveMsg_ConfigureNode(self, message: ConfigureNode, sender: Any) -> None:
-        """Take the configuration; start topics that have spilled data waiting."""
-        if self.config is None:
-            self.config = message.config
-            os.makedirs(message.config.data_dir, exist_ok=True)
-            for topic in self._topics_on_disk(message.config):
-                self._topic(topic)
-        self.send(sender, NodeReady(tuple(sorted(self.topics))))
+        """Take the configuration, start ProcessStatus, then topics with unsettled chunks."""
+        if self.config is not None:
+            self.send(sender, NodeReady(tuple(sorted(self.topics))))
+            return
+        self.config = message.config
+        os.makedirs(message.config.data_dir, exist_ok=True)
+        self.configured_by = sender
+        self._start_process_status()
+        self.send(self.process_status, WatermarksRequest(-1, None))
+
+    def _start_process_status(self) -> None:
+        assert self.config is not None
+        self.process_status = self.createActor(ProcessStatus)
+        settings = self.config.process_status
+        self.send(self.process_status, ProcessStatusStart(settings.adapter, dict(settings.options)))
+
+    def receiveMsg_WatermarksReply(self, message: WatermarksReply, sender: Any) -> None:
+        """At start: every topic whose log holds chunks a destination has not settled."""
+        if self.configured_by is None or self.config is None:
+            return
+        for topic in self._topics_behind(self.config, message.items):
+            self._topic(topic)
+        self.send(self.configured_by, NodeReady(tuple(sorted(self.topics))))
+        self.configured_by = None
 
     @staticmethod
-    def _topics_on_disk(config: Config) -> set[str]:
-        found: set[str] = set()
-        spill_root = os.path.join(config.data_dir, "spill")
-        for spec in config.destinations:
-            directory = os.path.join(spill_root, spec.name)
-            if os.path.isdir(directory):
-                found.update(
-                    name
-                    for name in os.listdir(directory)
-                    if TOPIC_PATTERN.match(name) and os.listdir(os.path.join(directory, name))
-                )
-        return {t for t in found if config.destinations_for(t)}
+    def _topics_behind(config: Config, marks: dict[str, int]) -> set[str]:
+        behind: set[str] = set()
+        wal_root = os.path.join(config.data_dir, "wal")
+        if not os.path.isdir(wal_root):
+            return behind
+        for topic in os.listdir(wal_root):
+            specs = config.destinations_for(topic) if TOPIC_PATTERN.match(topic) else ()
+            if not specs:
+                continue
+            try:
+                wal = WriteAheadLog(wal_root, topic, fsync="never")
+                last = wal.last_seq
+                wal.close()
+            except Exception as exc:  # noqa: BLE001 - a broken log must not stop the node
+                log.error("cannot open the write-ahead log of %s: %s", topic, exc)
+                continue
+            if any(marks.get(entity(topic, spec.name), 0) < last for spec in specs):
+                behind.add(topic)
+        return behind
 
     def _topic(self, topic: str) -> Any:
         address = self.topics.get(topic)
@@ -106,7 +143,7 @@ class RootSupervisor(ActorTypeDispatcher):
             assert self.config is not None
             address = self.createActor(TopicSupervisor)
             self.topics[topic] = address
-            self.send(address, StartTopic(topic, self.config))
+            self.send(address, StartTopic(topic, self.config, self.process_status))
         return address
 
     # ------------------------------------------------------------------ logging
@@ -139,7 +176,14 @@ class RootSupervisor(ActorTypeDispatcher):
 
     # ------------------------------------------------------------------ supervision
     def receiveMsg_ChildActorExited(self, message: ChildActorExited, sender: Any) -> None:
-        """Restart a topic supervisor that died."""
+        """Restart a topic supervisor, or the ProcessStatus actor, that died."""
+        if message.childAddress == self.process_status:
+            if not self.shutting_down:
+                log.warning("ProcessStatus exited; restarting it (it reloads from its adapter)")
+                self._start_process_status()
+                for address in self.topics.values():
+                    self.send(address, ProcessStatusMoved(self.process_status))
+            return
         for topic, address in list(self.topics.items()):
             if address == message.childAddress:
                 del self.topics[topic]
@@ -177,7 +221,21 @@ class RootSupervisor(ActorTypeDispatcher):
         elif gather.kind == "shutdown-flush":
             self._gather("shutdown-spill", gather.reply_to, gather.ref, 5.0, TopicSpillRequest)
         elif gather.kind == "shutdown-spill":
-            self.send(gather.reply_to, ShutdownReady(sum(gather.results.values()), gather.ref))
+            rows = sum(r for r, _ in gather.results.values())
+            items = tuple(item for _, i in gather.results.values() for item in i)
+            self.shutdown_reply = (gather.reply_to, gather.ref, rows)
+            self.send(self.process_status, ProcessStatusSync(items, token))
+            self.wakeupAfter(timedelta(seconds=5.0), ("status-sync", token))
+
+    def receiveMsg_ProcessStatusSynced(self, message: ProcessStatusSynced, sender: Any) -> None:
+        """The final process status is stored: the node may stop."""
+        self._shutdown_ready()
+
+    def _shutdown_ready(self) -> None:
+        if self.shutdown_reply is not None:
+            reply_to, ref, rows = self.shutdown_reply
+            self.shutdown_reply = None
+            self.send(reply_to, ShutdownReady(rows, ref))
 
     def _stats(self, results: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -188,7 +246,10 @@ class RootSupervisor(ActorTypeDispatcher):
 
     def receiveMsg_WakeupMessage(self, message: WakeupMessage, sender: Any) -> None:
         """A gather timed out: answer with what arrived."""
-        self._finish(message.payload)
+        if isinstance(message.payload, tuple):
+            self._shutdown_ready()  # ProcessStatus did not confirm in time
+        else:
+            self._finish(message.payload)
 
     def receiveMsg_StatsRequest(self, message: StatsRequest, sender: Any) -> None:
         """Gather counters from every topic."""
@@ -225,7 +286,7 @@ class RootSupervisor(ActorTypeDispatcher):
 
     def receiveMsg_TopicSpilled(self, message: TopicSpilled, sender: Any) -> None:
         """One topic has written its unsettled chunks to disk."""
-        self._arrived(message.token, message.topic, message.rows)
+        self._arrived(message.token, message.topic, (message.rows, message.items))
 
     def _arrived(self, token: int, topic: str, value: Any) -> None:
         gather = self.gathers.get(token)
@@ -235,6 +296,14 @@ class RootSupervisor(ActorTypeDispatcher):
         gather.waiting.discard(topic)
         if not gather.waiting:
             self._finish(token)
+
+    def receiveMsg_LastProcessedRequest(self, message: LastProcessedRequest, sender: Any) -> None:
+        """Forward to ProcessStatus, which answers the caller."""
+        self.send(self.process_status, attrs.evolve(message, reply_to=sender))
+
+    def receiveMsg_ProcessStatusReset(self, message: ProcessStatusReset, sender: Any) -> None:
+        """Forward to ProcessStatus, which answers the caller."""
+        self.send(self.process_status, attrs.evolve(message, reply_to=sender))
 
     def receiveMsg_ActorExitRequest(self, message: ActorExitRequest, sender: Any) -> None:
         """The actor system is stopping."""

@@ -1,10 +1,18 @@
 """TopicSupervisor: the supervision tree of one topic.
 
-Created by the RootSupervisor the first time a topic is logged. It owns one
-DestinationWorker per destination that takes the topic, numbers the topic's
-chunks, and keeps each chunk in a :class:`~datalogger.lane.Lane` until the
-worker reports it settled. A worker that dies is restarted and handed every
-chunk it held again, in order.
+Created by the RootSupervisor the first time a topic is logged. It
+
+- appends every accepted chunk to the topic's write-ahead log, which numbers
+  it, before the caller is answered;
+- owns one DestinationWorker per destination that takes the topic, and keeps
+  each chunk in that destination's :class:`~datalogger.lane.Lane` until the
+  worker reports it settled; a worker that dies is restarted and handed every
+  chunk it held again, in order;
+- reports to the ProcessStatus actor, per destination, the sequence number up
+  to which every chunk is settled, and deletes log segments every destination
+  is past;
+- on start, replays from the log every chunk a destination had not settled,
+  in order, before any new chunk.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import functools
 import itertools
 import logging
 import os
+import shutil
 import time
 from collections import deque
 from datetime import timedelta
@@ -27,8 +36,10 @@ from ..messages import (
     AttemptFailed,
     ChunkSettled,
     DeliverChunk,
+    ItemsProcessed,
     LogAccepted,
     LogRejected,
+    ProcessStatusMoved,
     StartTopic,
     StartWorker,
     TopicChunk,
@@ -38,9 +49,13 @@ from ..messages import (
     TopicSpillRequest,
     TopicStatsReply,
     TopicStatsRequest,
+    WalSync,
+    WatermarksReply,
+    WatermarksRequest,
     WorkerFlush,
 )
 from ..spill import SpillQueue
+from ..wal import WriteAheadLog
 from .destination_worker import DestinationWorker
 
 log = logging.getLogger("datalogger.topic")
@@ -51,6 +66,15 @@ RESTART_BURST = 5
 """Restarts within the window before a restart is delayed."""
 RESTART_DELAY = 1.0
 """Seconds a restart is delayed once the burst is exceeded."""
+STATUS_EVERY = 0.2
+"""Seconds between reports to ProcessStatus (and log clean-ups) while chunks settle."""
+RECOVERY_WAIT = 10.0
+"""Seconds to wait for ProcessStatus at start before replaying the whole log."""
+
+
+def entity(topic: str, destination: str) -> str:
+    """The process-status entity of a destination for a topic."""
+    return f"{topic}/{destination}"
 
 
 @attrs.define
@@ -59,38 +83,91 @@ class Blocked:
 
     id: int
     message: TopicChunk
-    reply_to: Any
 
 
 class TopicSupervisor(ActorTypeDispatcher):
-    """Supervises the workers of one topic."""
+    """Supervises the workers of one topic and owns its write-ahead log."""
 
     def __init__(self) -> None:
         super().__init__()
         self.topic = ""
         self.config: Config | None = None
+        self.wal: WriteAheadLog | None = None
+        self.process_status: Any = None
         self.lanes: dict[str, Lane] = {}
         self.workers: dict[str, Any] = {}
         self.restarts: dict[str, deque[float]] = {}
-        # Sequence numbers continue across restarts: microseconds at start.
-        self.seq = time.time_ns() // 1000
+        self.recovering = True
+        self.held: list[TopicChunk] = []
         self.blocked: deque[Blocked] = deque()
         self.blocked_ids = itertools.count(1)
         self.flush_waiters: list[tuple[int, int, Any]] = []
+        self.unsynced_replies: list[tuple[Any, LogAccepted]] = []
+        self.wal_sync_pending = False
+        self.wal_timer = False
+        self.status_timer = False
+        self.reported: dict[str, int] = {}
+        self.exiting = False
 
     # ------------------------------------------------------------------ setup
     def receiveMsg_StartTopic(self, message: StartTopic, sender: Any) -> None:
-        """Create a worker per destination that takes the topic; pick up spilled data."""
+        """Open the log, start a worker per destination, ask where each one stopped."""
         self.topic = message.topic
-        self.config = message.config
-        for spec in message.config.destinations_for(message.topic):
-            directory = os.path.join(message.config.data_dir, "spill", spec.name, message.topic)
-            lane = Lane(spec, functools.partial(SpillQueue, directory))
-            self.lanes[spec.name] = lane
+        config: Config = message.config
+        self.config = config
+        self.process_status = message.process_status
+        fsync = "never" if config.wal.fsync == "always" else config.wal.fsync
+        self.wal = WriteAheadLog(
+            os.path.join(config.data_dir, "wal"),
+            message.topic,
+            fsync=fsync,  # type: ignore[arg-type]
+            segment_bytes=config.wal.segment_bytes,
+            fsync_interval=config.wal.fsync_interval,
+        )
+        for spec in config.destinations_for(message.topic):
+            directory = os.path.join(config.data_dir, "spill", spec.name, message.topic)
+            # The log holds every unsettled chunk: spill files of an earlier run are redundant.
+            shutil.rmtree(directory, ignore_errors=True)
+            self.lanes[spec.name] = Lane(spec, functools.partial(SpillQueue, directory))
             self.restarts[spec.name] = deque()
             self._start_worker(spec.name)
-            if os.path.isdir(directory):
-                self._hand_over(spec.name, lane.adopt_spill())
+        if self.process_status is None:
+            self._recover({})
+        else:
+            entities = tuple(entity(self.topic, name) for name in self.lanes)
+            self.send(self.process_status, WatermarksRequest(0, entities))
+            self.wakeupAfter(timedelta(seconds=RECOVERY_WAIT), ("recovery", 0))
+
+    def receiveMsg_WatermarksReply(self, message: WatermarksReply, sender: Any) -> None:
+        """Where each destination stopped: replay the rest of the log."""
+        if self.recovering:
+            self._recover(message.items)
+
+    def _recover(self, items: dict[str, int]) -> None:
+        assert self.wal is not None
+        self.recovering = False
+        last = self.wal.last_seq
+        marks = {}
+        for name, lane in self.lanes.items():
+            # A mark past the log's end means the log lost its tail (power failure):
+            # those numbers are handed out again, so they must count as new.
+            mark = min(items.get(entity(self.topic, name), 0), last)
+            lane.start_after(mark)
+            marks[name] = mark
+            self.reported[name] = mark
+        replayed = 0
+        if self.lanes and last > min(marks.values()):
+            for seq, rows in self.wal.read_from(min(marks.values())):
+                for name, lane in self.lanes.items():
+                    if seq > marks[name]:
+                        lane.counters.add("replayed", len(rows))
+                        self._hand_over(name, lane.offer(seq, rows))
+                replayed += 1
+        if replayed:
+            log.warning("topic %s: replaying %d chunks from the write-ahead log", self.topic, replayed)
+        held, self.held = self.held, []
+        for chunk in held:
+            self.receiveMsg_TopicChunk(chunk, None)
 
     def _start_worker(self, name: str) -> None:
         assert self.config is not None
@@ -107,11 +184,13 @@ class TopicSupervisor(ActorTypeDispatcher):
 
     # ------------------------------------------------------------------ intake
     def receiveMsg_TopicChunk(self, message: TopicChunk, sender: Any) -> None:
-        """Number a chunk and hand it to every lane, or hold it under ``block``."""
-        if self.blocked or not self._room_for(len(message.rows)):
+        """Log a chunk and hand it to every lane, or hold it under ``block``."""
+        if self.recovering:
+            self.held.append(message)
+        elif self.blocked or not self._room_for(len(message.rows)):
             self._block(message)
-            return
-        self._admit(message)
+        else:
+            self._admit(message)
 
     def _room_for(self, rows: int) -> bool:
         return all(
@@ -119,21 +198,48 @@ class TopicSupervisor(ActorTypeDispatcher):
         )
 
     def _admit(self, message: TopicChunk) -> None:
-        self.seq += 1
+        assert self.wal is not None and self.config is not None
+        try:
+            seq = self.wal.append(message.rows)
+        except Exception as exc:  # noqa: BLE001 - a full disk must not kill the topic
+            log.error("topic %s: write-ahead log append failed: %s", self.topic, exc)
+            if message.reply_to is not None:
+                self.send(
+                    message.reply_to,
+                    LogRejected("DataLoggerError", f"write-ahead log: {exc}", message.ref),
+                )
+            return
         for name, lane in self.lanes.items():
-            self._hand_over(name, lane.offer(self.seq, message.rows))
+            self._hand_over(name, lane.offer(seq, message.rows))
+        policy = self.config.wal.fsync
+        reply = LogAccepted(self.topic, seq, message.ref)
+        if policy == "always":
+            if message.reply_to is not None:
+                self.unsynced_replies.append((message.reply_to, reply))
+            if not self.wal_sync_pending:
+                self.wal_sync_pending = True
+                self.send(self.myAddress, WalSync())
+            return
+        if policy == "interval" and not self.wal_timer:
+            self.wal_timer = True
+            self.wakeupAfter(timedelta(seconds=self.config.wal.fsync_interval), ("wal", 0))
         if message.reply_to is not None:
-            self.send(message.reply_to, LogAccepted(self.topic, self.seq, message.ref))
+            self.send(message.reply_to, reply)
+
+    def receiveMsg_WalSync(self, message: WalSync, sender: Any) -> None:
+        """Group commit: one fsync for every chunk appended since the last one."""
+        assert self.wal is not None
+        self.wal_sync_pending = False
+        self.wal.sync(force=True)
+        replies, self.unsynced_replies = self.unsynced_replies, []
+        for reply_to, reply in replies:
+            self.send(reply_to, reply)
 
     def _block(self, message: TopicChunk) -> None:
-        entry = Blocked(next(self.blocked_ids), message, message.reply_to)
+        entry = Blocked(next(self.blocked_ids), message)
         self.blocked.append(entry)
         timeout = min(
-            (
-                lane.spec.block_timeout
-                for lane in self.lanes.values()
-                if lane.spec.overflow == "block"
-            ),
+            (lane.spec.block_timeout for lane in self.lanes.values() if lane.spec.overflow == "block"),
             default=0.0,
         )
         self.wakeupAfter(timedelta(seconds=timeout), ("blocked", entry.id))
@@ -144,7 +250,7 @@ class TopicSupervisor(ActorTypeDispatcher):
 
     # ------------------------------------------------------------------ outcomes
     def receiveMsg_ChunkSettled(self, message: ChunkSettled, sender: Any) -> None:
-        """A worker finished with chunks: count, free room, wake flushes."""
+        """A worker finished with chunks: count, free room, report progress, wake flushes."""
         lane = self.lanes.get(message.destination)
         if lane is None:
             return
@@ -155,6 +261,9 @@ class TopicSupervisor(ActorTypeDispatcher):
         if message.error:
             counters.error(message.error)
         self._hand_over(message.destination, lane.settle(message.seqs))
+        if not self.status_timer and lane.watermark() > self.reported.get(message.destination, 0):
+            self.status_timer = True
+            self.wakeupAfter(timedelta(seconds=STATUS_EVERY), ("status", 0))
         self._admit_blocked()
         self._answer_flushes()
 
@@ -166,13 +275,35 @@ class TopicSupervisor(ActorTypeDispatcher):
             lane.counters.add("retried")
             lane.counters.error(message.error)
 
+    def _status_items(self) -> tuple[tuple[str, int], ...]:
+        return tuple(
+            (entity(self.topic, name), lane.watermark()) for name, lane in self.lanes.items()
+        )
+
+    def _report_status(self) -> None:
+        items = []
+        for name, lane in self.lanes.items():
+            mark = lane.watermark()
+            if mark > self.reported.get(name, 0):
+                self.reported[name] = mark
+                items.append((entity(self.topic, name), mark))
+        if items and self.process_status is not None:
+            self.send(self.process_status, ItemsProcessed(tuple(items)))
+        if self.wal is not None and self.lanes:
+            self.wal.remove_through(min(self.reported.values()))
+
+    def receiveMsg_ProcessStatusMoved(self, message: ProcessStatusMoved, sender: Any) -> None:
+        """ProcessStatus restarted: send it where every destination stands."""
+        self.process_status = message.address
+        self.send(self.process_status, ItemsProcessed(self._status_items()))
+
     # ------------------------------------------------------------------ supervision
     def receiveMsg_ChildActorExited(self, message: ChildActorExited, sender: Any) -> None:
         """Restart a dead worker and give it back every chunk it held."""
         for name, address in list(self.workers.items()):
             if address == message.childAddress:
                 del self.workers[name]
-                if self._exiting:
+                if self.exiting:
                     return
                 lane = self.lanes[name]
                 lane.counters.add("restarts")
@@ -190,39 +321,51 @@ class TopicSupervisor(ActorTypeDispatcher):
                 return
 
     def _restart(self, name: str) -> None:
-        if self._exiting or name in self.workers:
+        if self.exiting or name in self.workers:
             return
         self._start_worker(name)
         self._hand_over(name, self.lanes[name].resend())
 
-    _exiting = False
-
     # ------------------------------------------------------------------ timers
     def receiveMsg_WakeupMessage(self, message: WakeupMessage, sender: Any) -> None:
-        """Block time-outs and delayed restarts."""
+        """Log fsyncs, status reports, block time-outs, delayed restarts, recovery time-out."""
         kind, value = message.payload
-        if kind == "restart":
+        if kind == "wal":
+            self.wal_timer = False
+            if self.wal is not None:
+                self.wal.sync()
+        elif kind == "status":
+            self.status_timer = False
+            self._report_status()
+        elif kind == "restart":
             self._restart(value)
+        elif kind == "recovery" and self.recovering:
+            log.warning("topic %s: no answer from ProcessStatus; replaying the whole log", self.topic)
+            self._recover({})
         elif kind == "blocked":
-            for entry in list(self.blocked):
-                if entry.id == value:
-                    self.blocked.remove(entry)
-                    if entry.reply_to is not None:
-                        self.send(
-                            entry.reply_to,
-                            LogRejected(
-                                "Backpressure",
-                                f"topic {self.topic}: a destination with overflow=block stayed full",
-                                entry.message.ref,
-                            ),
-                        )
-                    self._admit_blocked()
-                    return
+            self._unblock_expired(value)
+
+    def _unblock_expired(self, blocked_id: int) -> None:
+        for entry in list(self.blocked):
+            if entry.id == blocked_id:
+                self.blocked.remove(entry)
+                if entry.message.reply_to is not None:
+                    self.send(
+                        entry.message.reply_to,
+                        LogRejected(
+                            "Backpressure",
+                            f"topic {self.topic}: a destination with overflow=block stayed full",
+                            entry.message.ref,
+                        ),
+                    )
+                self._admit_blocked()
+                return
 
     # ------------------------------------------------------------------ queries
     def receiveMsg_TopicStatsRequest(self, message: TopicStatsRequest, sender: Any) -> None:
         """Report the counters of every lane."""
-        stats = {name: lane.snapshot() for name, lane in self.lanes.items()}
+        wal_bytes = self.wal.bytes_on_disk if self.wal is not None else 0
+        stats = {name: {**lane.snapshot(), "wal_bytes": wal_bytes} for name, lane in self.lanes.items()}
         self.send(sender, TopicStatsReply(message.token, self.topic, stats))
 
     def receiveMsg_TopicFlushRequest(self, message: TopicFlushRequest, sender: Any) -> None:
@@ -230,11 +373,14 @@ class TopicSupervisor(ActorTypeDispatcher):
         if message.urgent:
             for address in self.workers.values():
                 self.send(address, WorkerFlush())
-        self.flush_waiters.append((message.token, self.seq, sender))
+        last = self.wal.last_seq if self.wal is not None else 0
+        self.flush_waiters.append((message.token, last, sender))
         self._answer_flushes()
 
     def _answer_flushes(self) -> None:
         if not self.flush_waiters:
+            return
+        if self.recovering:
             return
         remaining = []
         for token, watermark, reply_to in self.flush_waiters:
@@ -245,28 +391,34 @@ class TopicSupervisor(ActorTypeDispatcher):
         self.flush_waiters = remaining
 
     def receiveMsg_TopicSpillRequest(self, message: TopicSpillRequest, sender: Any) -> None:
-        """Shutdown: write every unsettled chunk to disk and stop the workers."""
-        self._exiting = True
-        rows = 0
+        """Shutdown: sync the log, stop the workers, report what is left for the next start."""
+        self.exiting = True
+        if self.wal is not None:
+            self.wal.sync(force=True)
+        for reply_to, reply in self.unsynced_replies:
+            self.send(reply_to, reply)
+        self.unsynced_replies = []
+        rows = sum(lane.buffered_rows() for lane in self.lanes.values())
         for lane in self.lanes.values():
-            rows += lane.spill_everything()
             lane.close()
         for entry in self.blocked:
-            if entry.reply_to is not None:
+            if entry.message.reply_to is not None:
                 self.send(
-                    entry.reply_to,
+                    entry.message.reply_to,
                     LogRejected("NotRunning", "the node is shutting down", entry.message.ref),
                 )
         self.blocked.clear()
         for address in self.workers.values():
             self.send(address, ActorExitRequest())
-        self.send(sender, TopicSpilled(message.token, self.topic, rows))
+        self.send(sender, TopicSpilled(message.token, self.topic, rows, self._status_items()))
 
     def receiveMsg_ActorExitRequest(self, message: ActorExitRequest, sender: Any) -> None:
-        """Children are stopped by Thespian; stop restarting them, close spill files."""
-        self._exiting = True
+        """Children are stopped by Thespian; stop restarting them, close files."""
+        self.exiting = True
         for lane in self.lanes.values():
             lane.close()
+        if self.wal is not None:
+            self.wal.close()
 
     def receiveUnrecognizedMessage(self, message: Any, sender: Any) -> None:
         """Anything else is logged, never fatal."""

@@ -40,9 +40,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "paths, status classes, latency percentiles, devices and referers.",
     )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--db", metavar="PATH", help=f"SQLite database file (default: {default_db()})")
+    source.add_argument(
+        "--db", metavar="PATH", help=f"SQLite database file (default: {default_db()})"
+    )
     source.add_argument("--dsn", metavar="DSN", help="PostgreSQL connection string")
-    parser.add_argument("--table", default="requests", help="table holding the rows (default: requests)")
+    parser.add_argument(
+        "--table", default="requests", help="table holding the rows (default: requests)"
+    )
     parser.add_argument(
         "--schema", default="public", help="PostgreSQL schema of the table (default: public)"
     )
@@ -56,7 +60,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, console: Console | None = None) -> int:
     """Load the rows, summarise them and print the summary; return the exit code."""
     err = Console(stderr=True)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(timezone.utc)  # noqa: UP017 - Python 3.10
     since = None
     if getattr(args, "since", None):
         try:

@@ -211,9 +211,10 @@ def test_slow_subscriber_does_not_delay_a_fast_one(dl: datalogger.DataLogger) ->
         time.sleep(0.05)
         slow_seen.append(event)
 
-    with pubsub.subscribe(dl, "t-slow", callback=slow, max_pending=10) as slow_sub, pubsub.subscribe(
-        dl, "t-slow"
-    ) as fast_sub:
+    with (
+        pubsub.subscribe(dl, "t-slow", callback=slow, max_pending=10) as slow_sub,
+        pubsub.subscribe(dl, "t-slow") as fast_sub,
+    ):
         for i in range(1000):
             pubsub.broadcast(dl, {"i": i}, topic="t-slow")
         fast = list(fast_sub.iter(timeout=2.0))
@@ -260,7 +261,8 @@ def test_actor_subscriber_gets_events_and_acks(dl: datalogger.DataLogger) -> Non
             for i in range(120):  # more than its max_pending of 50: acks return credit
                 pubsub.broadcast(dl, {"i": i}, topic="t-actor")
                 if i % 40 == 39:
-                    assert wait_for(lambda: len(ctx.ask(watcher, "events", 5.0)) == i + 1)
+                    expected = i + 1
+                    assert wait_for(lambda n=expected: len(ctx.ask(watcher, "events", 5.0)) == n)
             events = ctx.ask(watcher, "events", 5.0)
         assert [e["i"] for e in events] == list(range(120))
         [stats] = subscriber_stats(dl, "t-actor")

@@ -66,7 +66,9 @@ def status_for(i: int) -> int:
 def wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     i = int(environ["PATH_INFO"].rsplit("/", 1)[1])
     code = status_for(i)
-    start_response(f"{code} {'OK' if code == 200 else 'Not Found'}", [("Content-Type", "text/plain")])
+    start_response(
+        f"{code} {'OK' if code == 200 else 'Not Found'}", [("Content-Type", "text/plain")]
+    )
     return [b"hello"]
 
 
@@ -115,7 +117,10 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     base: Path = tmp_path_factory.mktemp("e2e")
     db = base / "analytics.db"
     dl = datalogger.start(
-        {"data_dir": str(base / "state"), "destinations": {"db": {"type": "sqlite", "path": str(db)}}},
+        {
+            "data_dir": str(base / "state"),
+            "destinations": {"db": {"type": "sqlite", "path": str(db)}},
+        },
         admin_port=free_port(),
         make_default=False,
     )
@@ -205,7 +210,9 @@ def analytics_args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(["analytics", *argv])
 
 
-def test_cli_prints_the_summary(recorded: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prints_the_summary(
+    recorded: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert analytics_cli.run(analytics_args("--db", str(recorded["db"]), "--since", "1h")) == 0
     out = capsys.readouterr().out
     assert "2000" in out
@@ -213,7 +220,9 @@ def test_cli_prints_the_summary(recorded: dict[str, Any], capsys: pytest.Capture
     assert "https://example.com/" in out
 
 
-def test_cli_reports_errors(recorded: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_errors(
+    recorded: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert analytics_cli.run(analytics_args("--db", str(tmp_path / "missing.db"))) == 1
     assert "no SQLite database" in capsys.readouterr().err
     assert analytics_cli.run(analytics_args("--db", str(recorded["db"]), "--since", "soon")) == 2
