@@ -266,7 +266,8 @@ class DataBuffer:
         state = self.__getstate__()
         try:
             with self._lock:
-                self._addresses = [system.createActor(BufferActor) for _ in range(self.partitions)]
+                for _ in range(self.partitions):  # one by one: _abandon() stops those made
+                    self._addresses.append(system.createActor(BufferActor))
             token = next(_tokens)
             replies = self._gather(
                 [

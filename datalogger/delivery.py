@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from .config import DestinationSpec, resolve_class
-from .exceptions import PermanentError
+from .exceptions import ConfigError, PermanentError
 
 __all__ = ["Attempt", "DestinationHost", "describe"]
 
@@ -73,6 +73,9 @@ class DestinationHost:
         except PermanentError as exc:
             bad = exc.rows if exc.rows is not None else None
             return Attempt(ok=False, error=exc, permanent=True, bad_rows=bad)
+        except ConfigError as exc:
+            # A destination that refuses its configuration will refuse it again.
+            return Attempt(ok=False, error=exc, permanent=True)
         except Exception as exc:
             log.debug("send_data of %s failed: %s", self.spec.name, traceback.format_exc())
             return Attempt(ok=False, error=exc)

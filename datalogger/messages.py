@@ -378,6 +378,27 @@ class ProcessStatusMoved:
 
 
 @attrs.frozen
+class ProcessStatusInfoRequest:
+    """Ask ProcessStatus about itself."""
+
+    ref: int = 0
+    reply_to: Any = None
+
+
+@attrs.frozen
+class ProcessStatusInfo:
+    """Reply to :class:`ProcessStatusInfoRequest`."""
+
+    pid: int
+    """The actor's process id."""
+    adapter: str
+    """The storage adapter in use."""
+    entities: int
+    """Entities in the cache."""
+    ref: int = 0
+
+
+@attrs.frozen
 class WalSync:
     """TopicSupervisor -> itself: fsync the write-ahead log, then answer the callers waiting.
 

@@ -86,6 +86,11 @@ def _system_of(handle_or_system: Any) -> tuple[ActorSystem, Any]:
     return system, getattr(handle_or_system, "_lock", None)
 
 
+def _single_process(system: Any) -> bool:
+    """True for ``simpleSystemBase``, which delivers only inside the caller's own calls."""
+    return "simpleSystemBase" in type(getattr(system, "_systemBase", None)).__module__
+
+
 def _pubsub_address(system: Any, lock: Any = None) -> Any:
     """The node's PubSub actor, created on first use (cached per system).
 
@@ -147,10 +152,14 @@ def stats(handle_or_system: Any, timeout: float = 10.0) -> dict[str, Any]:
     """
     system, lock = _system_of(handle_or_system)
     address = _pubsub_address(system, lock)
-    with system.private() as ctx:
-        reply = ctx.ask(address, PubSubStats(), timeout)
-        while reply is not None and not isinstance(reply, PubSubStatsReply):
-            reply = ctx.listen(timeout)
+    if _single_process(system):
+        with lock or threading.Lock():
+            reply = system.ask(address, PubSubStats(), timeout)
+    else:
+        with system.private() as ctx:
+            reply = ctx.ask(address, PubSubStats(), timeout)
+            while reply is not None and not isinstance(reply, PubSubStatsReply):
+                reply = ctx.listen(timeout)
     if reply is None:
         raise DeliveryTimeout(f"no answer from the PubSub actor within {timeout:g}s")
     return dict(reply.stats)
@@ -171,6 +180,8 @@ def subscribe(
     Raises:
         InvalidInput: ``max_pending`` is below 1.
         InvalidTopic: ``topic`` is malformed.
+        DataLoggerError: the node runs on ``simpleSystemBase`` (single-threaded:
+            subscribe an actor there instead, see :func:`subscribe_actor`).
         DeliveryTimeout: the PubSub actor did not confirm within ``timeout``.
     """
     return Subscription(handle_or_system, topic, callback, max_pending, timeout)
@@ -212,6 +223,11 @@ class Subscription:
         #: Exceptions raised by the callback.
         self.errors = 0
         self._system, lock = _system_of(handle_or_system)
+        if _single_process(self._system):
+            raise DataLoggerError(
+                "a Subscription needs a multiprocTCPBase node: simpleSystemBase delivers "
+                "messages only inside the caller's own calls (subscribe an actor instead)"
+            )
         self._address = _pubsub_address(self._system, lock)
         self._queue: queue.Queue[Any] = queue.Queue()
         self._ack_every = max(1, min(100, self.max_pending // 4))

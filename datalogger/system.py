@@ -35,6 +35,8 @@ from .messages import (
     LogAccepted,
     LogRejected,
     NodeReady,
+    ProcessStatusInfo,
+    ProcessStatusInfoRequest,
     ProcessStatusReset,
     ProcessStatusResetDone,
     ShutdownReady,
@@ -190,14 +192,14 @@ class DataLogger:
         return reply.stats
 
     # ------------------------------------------------------------------ process status
-    def last_processed(self, entity: str) -> int | None:
+    def last_processed(self, entity: str, timeout: float = 20.0) -> int | None:
         """The process-status timestamp of ``entity`` (``"<topic>/<destination>"``), or None.
 
         The timestamp is the sequence number of the topic's chunk up to which
         that destination has settled every chunk.
         """
         reply: LastProcessedReply = self._request(
-            lambda ref: LastProcessedRequest(entity, ref), (LastProcessedReply,), 20.0
+            lambda ref: LastProcessedRequest(entity, ref), (LastProcessedReply,), timeout
         )
         return reply.timestamp
 
@@ -205,6 +207,13 @@ class DataLogger:
         """True when ``entity`` has been processed up to ``timestamp`` or later."""
         last = self.last_processed(entity)
         return last is not None and last >= timestamp
+
+    def process_status_info(self, timeout: float = 20.0) -> dict[str, Any]:
+        """The ProcessStatus actor's process id, adapter and number of entities."""
+        reply: ProcessStatusInfo = self._request(
+            lambda ref: ProcessStatusInfoRequest(ref), (ProcessStatusInfo,), timeout
+        )
+        return {"pid": reply.pid, "adapter": reply.adapter, "entities": reply.entities}
 
     def reset(self) -> None:
         """Forget the whole process status, in memory and in storage (for tests)."""

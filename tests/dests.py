@@ -159,3 +159,25 @@ class NeedsOption(Destination):
 
     def send_data(self, topic: str, data: list[dict[str, Any]]) -> int:
         return len(data)
+
+
+class PidSqlite(Destination):
+    """The SQLite destination, writing its worker's pid to ``<pid_dir>/<topic>.pid``."""
+
+    def __init__(self, *, path: str, pid_dir: str, delay: float = 0.0) -> None:
+        from datalogger.destinations.sqlite import SqliteDestination
+
+        self.inner = SqliteDestination(path=path)
+        self.pid_dir = pid_dir
+        self.delay = delay
+
+    def send_data(self, topic: str, data: list[dict[str, Any]]) -> int:
+        os.makedirs(self.pid_dir, exist_ok=True)
+        with open(os.path.join(self.pid_dir, f"{topic}.pid"), "w") as handle:
+            handle.write(str(os.getpid()))
+        if self.delay:
+            time.sleep(self.delay)
+        return self.inner.send_data(topic, data)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -14,6 +14,7 @@ starts, and the RootSupervisor restarts it after a crash, so it loads again.
 from __future__ import annotations
 
 import logging
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +27,8 @@ from ..messages import (
     ItemsProcessed,
     LastProcessedReply,
     LastProcessedRequest,
+    ProcessStatusInfo,
+    ProcessStatusInfoRequest,
     ProcessStatusReset,
     ProcessStatusResetDone,
     ProcessStatusStart,
@@ -50,9 +53,11 @@ class ProcessStatus(ActorTypeDispatcher):
         self.cache: dict[str, int] = {}
         self.unwritten: dict[str, int] = {}
         self.retry_scheduled = False
+        self.adapter_name = ""
 
     def receiveMsg_ProcessStatusStart(self, message: ProcessStatusStart, sender: Any) -> None:
         """Open the adapter and load every item into the cache."""
+        self.adapter_name = message.adapter
         try:
             self.adapter = create_adapter(message.adapter, message.options)
             self.cache = dict(self.adapter.load())
@@ -102,6 +107,11 @@ class ProcessStatus(ActorTypeDispatcher):
         """The timestamp of one entity, or None."""
         reply = LastProcessedReply(message.entity, self.cache.get(message.entity), message.ref)
         self.send(message.reply_to or sender, reply)
+
+    def receiveMsg_ProcessStatusInfoRequest(self, message: ProcessStatusInfoRequest, sender: Any) -> None:
+        """Report the process id, the adapter and the number of entities."""
+        info = ProcessStatusInfo(os.getpid(), self.adapter_name, len(self.cache), message.ref)
+        self.send(message.reply_to or sender, info)
 
     def receiveMsg_ProcessStatusReset(self, message: ProcessStatusReset, sender: Any) -> None:
         """Forget everything, in the cache and in storage."""

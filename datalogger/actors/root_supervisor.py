@@ -24,6 +24,7 @@ from ..exceptions import DataLoggerError, InvalidTopic
 from ..messages import (
     ConfigureNode,
     LastProcessedRequest,
+    ProcessStatusInfoRequest,
     ProcessStatusMoved,
     ProcessStatusReset,
     ProcessStatusStart,
@@ -298,6 +299,10 @@ class RootSupervisor(ActorTypeDispatcher):
             self._finish(token)
 
     def receiveMsg_LastProcessedRequest(self, message: LastProcessedRequest, sender: Any) -> None:
+        """Forward to ProcessStatus, which answers the caller."""
+        self.send(self.process_status, attrs.evolve(message, reply_to=sender))
+
+    def receiveMsg_ProcessStatusInfoRequest(self, message: ProcessStatusInfoRequest, sender: Any) -> None:
         """Forward to ProcessStatus, which answers the caller."""
         self.send(self.process_status, attrs.evolve(message, reply_to=sender))
 

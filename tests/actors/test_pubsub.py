@@ -23,7 +23,7 @@ import datalogger
 from datalogger import pubsub
 from datalogger.actors.pubsub import Fanout
 from datalogger.analytics import RequestLog
-from datalogger.exceptions import InvalidInput, InvalidTopic
+from datalogger.exceptions import DataLoggerError, InvalidInput, InvalidTopic
 from datalogger.messages import PubSubAck, PubSubSubscribed, RequestSent
 
 pytestmark = pytest.mark.timeout(120)
@@ -276,3 +276,22 @@ def test_subscribe_rejects_bad_arguments(dl: datalogger.DataLogger) -> None:
         pubsub.subscribe(dl, "requests", max_pending=0)
     with pytest.raises(InvalidTopic):
         pubsub.subscribe(dl, "bad topic")
+
+
+def test_simple_system_base_serves_actor_subscribers_not_subscriptions(tmp_path: Path) -> None:
+    dl = datalogger.start(
+        {"data_dir": str(tmp_path), "destinations": {"m": {"type": "memory"}}},
+        base="simpleSystemBase",
+        make_default=False,
+    )
+    try:
+        with pytest.raises(DataLoggerError, match="multiprocTCPBase"):
+            pubsub.subscribe(dl, "requests")
+        watcher = dl._system.createActor(Watcher)
+        assert isinstance(dl._system.ask(watcher, "start:t-simple", 5.0), int)
+        for i in range(3):
+            pubsub.broadcast(dl, {"i": i}, topic="t-simple")
+        assert dl._system.ask(watcher, "events", 5.0) == [{"i": 0}, {"i": 1}, {"i": 2}]
+        assert pubsub.stats(dl)["topics"]["t-simple"] == {"broadcast": 3, "subscribers": 1}
+    finally:
+        dl.shutdown()

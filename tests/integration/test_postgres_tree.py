@@ -241,11 +241,6 @@ def test_hostile_schema_option_is_refused_and_rows_dead_lettered(
     assert "schema" in letters[0].reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a ConfigError from a destination's constructor is retried as transient "
-    "(datalogger/delivery.py DestinationHost.send, datalogger/retry.py RetryPolicy.decide)",
-)
 def test_hostile_schema_option_is_not_retried(
     tmp_path: Path, start_node: StartNode, dsn: str
 ) -> None:
