@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .buffer import DataBuffer
 from .destinations.base import Destination
 from .exceptions import (
     Backpressure,
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Backpressure",
     "ConfigError",
+    "DataBuffer",
     "DataLogger",
     "DataLoggerError",
     "DeliveryTimeout",

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from . import __version__
 from ._thespian import DEFAULT_ADMIN_PORT, DEFAULT_BIND, port_open
+from .analytics import cli as analytics_cli
 from .config import default_config, load_config
 from .exceptions import DataLoggerError
 
@@ -350,12 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--destination", help="only this destination")
     p.set_defaults(func=cmd_replay)
 
-    try:
-        from .analytics import cli as analytics_cli
-
-        analytics_cli.add_parser(sub)
-    except ImportError:  # pragma: no cover - analytics is part of the package
-        pass
+    analytics_cli.add_parser(sub)
     return parser
 
 

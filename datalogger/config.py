@@ -68,6 +68,10 @@ TOP_LEVEL_OPTIONS: dict[str, tuple[Any, str]] = {
         "Seconds shutdown waits for buffers to be delivered before spilling them.",
     ),
     "destinations": ({}, "Table of destinations, keyed by a name of your choice."),
+    "health_failing_after": (
+        60.0,
+        "Seconds a destination may keep failing before `datalogger health` reports it.",
+    ),
     "wal": ({}, "Write-ahead log table; see `WalSettings`."),
     "process_status": ({}, "Process-status storage table; see `ProcessStatusSettings`."),
 }
@@ -197,6 +201,7 @@ class Config:
     shutdown_timeout: float = 10.0
     wal: WalSettings = WalSettings()
     process_status: ProcessStatusSettings = ProcessStatusSettings()
+    health_failing_after: float = 60.0
 
     def destinations_for(self, topic: str) -> tuple[DestinationSpec, ...]:
         """The destinations that take ``topic``, honouring prefixes."""
@@ -386,6 +391,7 @@ def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | No
         data_dir=data_dir,
         wal=wal,
         process_status=status,
+        health_failing_after=float(_number("health_failing_after", raw.get("health_failing_after", 60.0))),
         log_timeout=float(_number("log_timeout", raw.get("log_timeout", 30.0))),
         shutdown_timeout=float(_number("shutdown_timeout", raw.get("shutdown_timeout", 10.0))),
     )

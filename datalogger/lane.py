@@ -51,6 +51,8 @@ class LaneCounters:
         self.values: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
         self.last_error: str | None = None
         self.last_error_at: float | None = None
+        self.failing_since: float | None = None
+        self.last_success_at: float | None = None
         self.latencies: deque[float] = deque(maxlen=1024)
 
     def add(self, name: str, amount: int = 1) -> None:
@@ -58,9 +60,16 @@ class LaneCounters:
         self.values[name] += amount
 
     def error(self, message: str) -> None:
-        """Remember the last error and when it happened."""
+        """Remember the last error and when it happened; start the failing clock."""
         self.last_error = message
         self.last_error_at = time.time()
+        if self.failing_since is None:
+            self.failing_since = self.last_error_at
+
+    def success(self) -> None:
+        """A chunk was delivered: the destination is not failing any more."""
+        self.last_success_at = time.time()
+        self.failing_since = None
 
     def snapshot(self, buffered: int, spill_bytes: int) -> dict[str, Any]:
         """The counters as a plain dict."""
@@ -77,6 +86,8 @@ class LaneCounters:
             "spill_bytes": spill_bytes,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
+            "failing_since": self.failing_since,
+            "last_success_at": self.last_success_at,
             "latency_p50": quantile(0.50),
             "latency_p99": quantile(0.99),
         }

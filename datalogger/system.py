@@ -23,6 +23,7 @@ from thespian.actors import ActorSystem
 from . import exceptions
 from ._thespian import DEFAULT_ADMIN_PORT, DEFAULT_BIND, bind_to, log_defs, port_open
 from .actors.root_supervisor import ROOT_NAME, RootSupervisor
+from .batching import ClientBatcher
 from .config import Config, load_config, resolve_class
 from .exceptions import DataLoggerError, DeliveryTimeout, NotRunning
 from .messages import (
@@ -80,6 +81,7 @@ class DataLogger:
         self._refs = itertools.count(1)
         self._closed = False
         self._destinations: dict[str, Any] = {}
+        self._batcher: ClientBatcher | None = None
 
     @property
     def router(self) -> Any:
@@ -166,12 +168,47 @@ class DataLogger:
             raise error(reply.message)
         return int(reply.seq)
 
+    def log_nowait(self, topic: str, data: Any) -> None:
+        """Queue ``data`` for ``topic`` in this process and return at once.
+
+        Rows are checked here and sent in chunks by a background thread (see
+        :mod:`datalogger.batching`). They are safe from a crash of this process
+        only once :meth:`flush` has returned; rows beyond the queue's bound are
+        dropped and counted in ``stats()["client"]``.
+
+        Raises:
+            InvalidTopic, InvalidData: as :meth:`log`.
+        """
+        batcher = self._batcher
+        if batcher is None:
+            with self._lock:
+                if self._batcher is None:
+                    self._batcher = ClientBatcher(self.log)
+                batcher = self._batcher
+        batcher.add(topic, data)
+
+    def broadcast(self, event: Any, topic: str = "requests", scope: str = "local") -> None:
+        """Fan ``event`` out to the subscribers of ``topic`` (see :mod:`datalogger.pubsub`)."""
+        from . import pubsub
+
+        pubsub.broadcast(self, event, topic=topic, scope=scope)
+
+    def subscribe(self, topic: str = "requests", callback: Any = None, max_pending: int = 1000) -> Any:
+        """Subscribe to ``topic``'s events; returns a :class:`datalogger.pubsub.Subscription`."""
+        from . import pubsub
+
+        return pubsub.subscribe(self, topic=topic, callback=callback, max_pending=max_pending)
+
     def flush(self, timeout: float = 30.0) -> None:
         """Return once everything accepted so far is delivered (or dead-lettered).
+
+        Rows queued with :meth:`log_nowait` are sent first.
 
         Raises:
             DeliveryTimeout: naming the topics still pending after ``timeout`` seconds.
         """
+        if self._batcher is not None:
+            self._batcher.flush(timeout)
         reply: FlushReply = self._request(
             lambda ref: FlushRequest(timeout, ref), (FlushReply,), timeout + 10.0
         )
@@ -189,7 +226,12 @@ class DataLogger:
         "dropped": rows, "buffered": rows, ...}}}, "rejected": calls}``
         """
         reply: StatsReply = self._request(lambda ref: StatsRequest(ref), (StatsReply,), 20.0)
-        return reply.stats
+        stats = dict(reply.stats)
+        if self._batcher is not None:
+            b = self._batcher
+            stats["client"] = {"queued": b.pending(), "sent": b.sent, "dropped": b.dropped,
+                               "errors": b.errors, "last_error": b.last_error}
+        return stats
 
     # ------------------------------------------------------------------ process status
     def last_processed(self, entity: str, timeout: float = 20.0) -> int | None:
@@ -243,8 +285,14 @@ class DataLogger:
             _forget(self)
         return spilled
 
+    def _close_batcher(self, timeout: float) -> None:
+        if self._batcher is not None:
+            self._batcher.close(timeout)
+            self._batcher = None
+
     def close(self) -> None:
         """Let go of the node without stopping it (for handles from :func:`connect`)."""
+        self._close_batcher(10.0)
         self._closed = True
         self._close_destinations()
         _forget(self)

@@ -384,3 +384,15 @@ def test_module_level_log_without_a_node_raises():
         pytest.skip("a default node is running in this process")
     with pytest.raises(datalogger.NotRunning):
         datalogger.log("green", {"a": 1})
+
+
+@pytest.mark.parametrize("base", BASES)
+def test_log_nowait_queues_locally_and_flush_delivers(tmp_path, start_node, base):
+    dl = start_node(two_destinations(tmp_path), base=base)
+    for i in range(2500):
+        dl.log_nowait("green", {"id": i})
+    with pytest.raises(datalogger.InvalidTopic):
+        dl.log_nowait("bad topic", {"id": 1})
+    dl.flush(timeout=30)
+    assert count_sqlite(tmp_path / "out.db", "green") == 2500
+    assert dl.stats()["client"]["sent"] == 2500

@@ -258,6 +258,8 @@ class TopicSupervisor(ActorTypeDispatcher):
         counters.add("delivered", message.delivered_rows)
         counters.add("dead_lettered", message.dead_rows)
         counters.latencies.append(message.latency)
+        if message.delivered_rows:
+            counters.success()
         if message.error:
             counters.error(message.error)
         self._hand_over(message.destination, lane.settle(message.seqs))
