@@ -62,3 +62,71 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
             return True
     except OSError:
         return False
+
+
+# --------------------------------------------------------------------------- conventions
+
+NODE_CAPABILITY = "datalogger.node"
+"""Capability naming a node (``host:port`` of its admin); used to place actors on it."""
+LEADER_CAPABILITY = "datalogger.leader"
+"""Capability of the node leading the convention."""
+
+_allowed: list[Any] | None = None
+
+
+def _member_allowed(host: str, port: int) -> bool:
+    import ipaddress
+
+    if _allowed is None:
+        return True
+    for entry in _allowed:
+        if isinstance(entry, tuple):
+            if entry == (host, port):
+                return True
+        else:
+            try:
+                if ipaddress.ip_address(host) in entry:
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def allow_members(entries: list[str] | tuple[str, ...]) -> None:
+    """Make this process's convention leader refuse systems not listed in ``entries``.
+
+    Entries are ``host``, ``host:port`` or a network such as ``10.0.0.0/24``.
+    An empty list allows 127.0.0.1 only. Applies to admins started after the call.
+    """
+    import ipaddress
+
+    from thespian.system.admin import convention
+
+    global _allowed
+    parsed: list[Any] = []
+    for entry in entries or ("127.0.0.1",):
+        host, sep, port = entry.rpartition(":")
+        if sep and port.isdigit() and "/" not in entry:
+            parsed.append((host, int(port)))
+        else:
+            parsed.append(ipaddress.ip_network(entry, strict=False))
+    _allowed = parsed
+    state = convention.LocalConventionState
+    if getattr(state.got_convention_register, "_datalogger", False):
+        return
+    original = state.got_convention_register
+
+    def got_convention_register(self: Any, regmsg: Any) -> Any:
+        try:
+            host, port = regmsg.adminAddress.addressDetails.sockname[:2]
+        except AttributeError:
+            return []
+        if not _member_allowed(str(host), int(port)):
+            logging.getLogger("datalogger.cluster").warning(
+                "refused a convention registration from %s:%s: not in allowed_members", host, port
+            )
+            return []
+        return original(self, regmsg)
+
+    got_convention_register._datalogger = True  # type: ignore[attr-defined]
+    state.got_convention_register = got_convention_register

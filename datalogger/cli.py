@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
+from . import __version__, health
 from ._thespian import DEFAULT_ADMIN_PORT, DEFAULT_BIND, port_open
 from .analytics import cli as analytics_cli
 from .config import default_config, load_config
@@ -117,7 +117,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .system import start
 
     port = _admin_port(args)
-    handle = start(args.config, admin_port=port, bind=args.bind, log_level=args.log_level)
+    handle = start(
+        args.config,
+        admin_port=port,
+        bind=args.bind,
+        log_level=args.log_level,
+        leader=args.leader,
+        capabilities=args.capability,
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -126,6 +133,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     console.print(f"datalogger node running on {args.bind}:{port} (pid {os.getpid()})")
+    if args.metrics_port is not None:
+        from .metrics import serve_node_metrics
+
+        server = serve_node_metrics(handle, args.metrics_port)
+        console.print(f"metrics on http://127.0.0.1:{server.server_port}/metrics")
     sys.stdout.flush()
     while not stop.wait(1.0):
         if not port_open(args.bind, port):
@@ -145,6 +157,29 @@ def cmd_shutdown(args: argparse.Namespace) -> int:
     console.print(
         f"node on port {_admin_port(args)} stopped; {spilled} rows left on disk for the next start"
     )
+    return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    """List the convention's members, their capabilities and the topics each holds."""
+    from .system import connect
+
+    handle = connect(_admin_port(args), host=args.host)
+    try:
+        nodes = handle.nodes()
+    finally:
+        handle.close()
+    if args.json:
+        print(json.dumps(nodes, indent=2))
+        return 0
+    table = Table(title="datalogger nodes")
+    for column in ("node", "capabilities", "last heartbeat", "delivers (topic/destination)"):
+        table.add_column(column)
+    for node in nodes:
+        age = time.time() - node["last_seen"]
+        holds = "\n".join(node["holds"]) or "-"
+        table.add_row(node["node"], ", ".join(node["capabilities"]) or "-", f"{age:.1f}s ago", holds)
+    console.print(table)
     return 0
 
 
@@ -313,7 +348,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-port", type=int, help=f"admin port (default {DEFAULT_ADMIN_PORT})")
     p.add_argument("--bind", default=DEFAULT_BIND, help="address to listen on (default 127.0.0.1)")
     p.add_argument("--log-level", default="WARNING", help="log level of the actor processes")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (loopback only: the endpoint "
+        "has no authentication; expose it through an authenticating proxy)",
+    )
+    p.add_argument("--leader", help="HOST:PORT of the node whose convention to join (default: lead one)")
+    p.add_argument(
+        "--capability", action="append", default=[], help="a capability this node offers (repeatable)"
+    )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("nodes", help="list the convention's members and what each delivers")
+    node_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_nodes)
 
     p = sub.add_parser("shutdown", help="stop a running node")
     node_args(p)
@@ -352,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     analytics_cli.add_parser(sub)
+    health.add_parser(sub)
     return parser
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "DESTINATION_TYPES",
     "TOP_LEVEL_OPTIONS",
     "BufferSettings",
+    "ClusterSettings",
     "Config",
     "DestinationSpec",
     "ProcessStatusSettings",
@@ -73,6 +74,7 @@ TOP_LEVEL_OPTIONS: dict[str, tuple[Any, str]] = {
         "Seconds a destination may keep failing before `datalogger health` reports it.",
     ),
     "wal": ({}, "Write-ahead log table; see `WalSettings`."),
+    "cluster": ({}, "Distributed-mode table; see `ClusterSettings`."),
     "process_status": ({}, "Process-status storage table; see `ProcessStatusSettings`."),
 }
 
@@ -96,6 +98,7 @@ DESTINATION_OPTIONS: dict[str, tuple[Any, str]] = {
         10.0,
         'With `overflow = "block"`, seconds `log()` waits before raising `Backpressure`.',
     ),
+    "requires": ([], "Capabilities a node must have to run this destination's workers (distributed mode)."),
 }
 
 OVERFLOW_POLICIES = ("spill", "block", "drop_oldest")
@@ -166,6 +169,19 @@ class ProcessStatusSettings:
 
 
 @attrs.frozen
+class ClusterSettings:
+    """Several nodes joined in a Thespian convention (see docs/distributed.md)."""
+
+    allowed_members: tuple[str, ...] = ()
+    """Addresses (``host`` or ``host:port``) or networks (``10.0.0.0/24``) allowed to join this
+    node's convention when it leads. Empty: only 127.0.0.1."""
+    heartbeat_interval: float = 1.0
+    """Seconds between a node's heartbeats to the leader."""
+    heartbeat_timeout: float = 3.0
+    """Seconds without a heartbeat after which a member counts as gone."""
+
+
+@attrs.frozen
 class DestinationSpec:
     """One configured destination, validated."""
 
@@ -183,6 +199,7 @@ class DestinationSpec:
     max_buffered_rows: int = 50_000
     overflow: str = "spill"
     block_timeout: float = 10.0
+    requires: tuple[str, ...] = ()
 
     def takes(self, topic: str, any_prefix: bool) -> bool:
         """True when this destination receives ``topic``."""
@@ -202,6 +219,7 @@ class Config:
     wal: WalSettings = WalSettings()
     process_status: ProcessStatusSettings = ProcessStatusSettings()
     health_failing_after: float = 60.0
+    cluster: ClusterSettings = ClusterSettings()
 
     def destinations_for(self, topic: str) -> tuple[DestinationSpec, ...]:
         """The destinations that take ``topic``, honouring prefixes."""
@@ -335,7 +353,16 @@ def _destination(name: str, raw: Any) -> DestinationSpec:
         block_timeout=float(
             _number(f"{where}.block_timeout", framework.get("block_timeout", 10.0))
         ),
+        requires=_strings(f"{where}.requires", framework.get("requires", [])),
     )
+
+
+def _strings(where: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where} must be a list of strings, not {value!r}")
+    if not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where} must be a list of non-empty strings, not {value!r}")
+    return tuple(value)
 
 
 def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | None) -> Config:
@@ -378,6 +405,13 @@ def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | No
     wal = _settings(WalSettings, "wal", raw.get("wal", {}))
     if wal.fsync not in FSYNC_POLICIES:
         raise ConfigError(f"wal.fsync must be one of {', '.join(FSYNC_POLICIES)}, not {wal.fsync!r}")
+    cluster_raw = raw.get("cluster", {})
+    if isinstance(cluster_raw, Mapping) and "allowed_members" in cluster_raw:
+        cluster_raw = {
+            **cluster_raw,
+            "allowed_members": _strings("cluster.allowed_members", cluster_raw["allowed_members"]),
+        }
+    cluster = _settings(ClusterSettings, "cluster", cluster_raw)
     status = _settings(ProcessStatusSettings, "process_status", raw.get("process_status", {}))
     if not isinstance(status.adapter, str) or not isinstance(status.options, Mapping):
         raise ConfigError("process_status.adapter must be a string and process_status.options a table")
@@ -391,6 +425,7 @@ def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | No
         data_dir=data_dir,
         wal=wal,
         process_status=status,
+        cluster=cluster,
         health_failing_after=float(_number("health_failing_after", raw.get("health_failing_after", 60.0))),
         log_timeout=float(_number("log_timeout", raw.get("log_timeout", 30.0))),
         shutdown_timeout=float(_number("shutdown_timeout", raw.get("shutdown_timeout", 10.0))),

@@ -66,6 +66,12 @@ class ConfigureNode:
 
     config: Any
     """A :class:`datalogger.config.Config`."""
+    node: str | None = None
+    """``host:port`` of this node's admin; None on ``simpleSystemBase`` (no convention)."""
+    leader: str | None = None
+    """``host:port`` of the convention leader; None when this node leads."""
+    capabilities: tuple[str, ...] = ()
+    """Capabilities of this node."""
 
 
 @attrs.frozen
@@ -142,6 +148,8 @@ class StartTopic:
     """The node's :class:`datalogger.config.Config`."""
     process_status: Any = None
     """The ProcessStatus actor's address."""
+    members: tuple[Any, ...] | None = None
+    """Live members (:class:`datalogger.placement.Member`); None on ``simpleSystemBase``."""
 
 
 @attrs.frozen
@@ -395,6 +403,74 @@ class ProcessStatusInfo:
     """The storage adapter in use."""
     entities: int
     """Entities in the cache."""
+    ref: int = 0
+
+
+@attrs.frozen
+class RegistryStart:
+    """RootSupervisor (leader) -> ClusterRegistry: start keeping the membership."""
+
+    heartbeat_timeout: float
+    """Seconds without a heartbeat after which a member counts as gone."""
+
+
+@attrs.frozen
+class LocateRegistry:
+    """RootSupervisor (member) -> RegistryLocator on the leader: find the ClusterRegistry."""
+
+
+@attrs.frozen
+class RegistryLocated:
+    """RegistryLocator -> RootSupervisor: the leader's ClusterRegistry."""
+
+    address: Any
+
+
+@attrs.frozen
+class NodeHeartbeat:
+    """RootSupervisor -> ClusterRegistry, every ``heartbeat_interval`` seconds."""
+
+    node: str
+    """``host:port`` of the node's admin."""
+    root: Any
+    """The node's RootSupervisor."""
+    capabilities: tuple[str, ...]
+    placements: dict[str, str | None]
+    """``"<topic>/<destination>"`` -> the node delivering it, for the topics this node routes."""
+
+
+@attrs.frozen
+class Membership:
+    """ClusterRegistry -> RootSupervisor -> TopicSupervisor: the live members."""
+
+    members: tuple[Any, ...]
+    """:class:`datalogger.placement.Member` values, sorted by node."""
+    version: int = 0
+
+
+@attrs.frozen
+class PlacementReport:
+    """TopicSupervisor -> RootSupervisor: where the topic's destinations are delivered from."""
+
+    topic: str
+    owners: dict[str, str | None]
+    """Destination -> node (None: no member has the capabilities it requires)."""
+
+
+@attrs.frozen
+class NodesRequest:
+    """Ask for the convention's members, their capabilities and what they hold."""
+
+    ref: int = 0
+    reply_to: Any = None
+
+
+@attrs.frozen
+class NodesReply:
+    """Reply to :class:`NodesRequest`."""
+
+    nodes: list[dict[str, Any]]
+    """``{"node", "capabilities", "last_seen", "holds": ["<topic>/<destination>", ...]}``."""
     ref: int = 0
 
 

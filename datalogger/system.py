@@ -15,13 +15,22 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from thespian.actors import ActorSystem
 
 from . import exceptions
-from ._thespian import DEFAULT_ADMIN_PORT, DEFAULT_BIND, bind_to, log_defs, port_open
+from ._thespian import (
+    DEFAULT_ADMIN_PORT,
+    DEFAULT_BIND,
+    LEADER_CAPABILITY,
+    NODE_CAPABILITY,
+    allow_members,
+    bind_to,
+    log_defs,
+    port_open,
+)
 from .actors.root_supervisor import ROOT_NAME, RootSupervisor
 from .batching import ClientBatcher
 from .config import Config, load_config, resolve_class
@@ -36,6 +45,8 @@ from .messages import (
     LogAccepted,
     LogRejected,
     NodeReady,
+    NodesReply,
+    NodesRequest,
     ProcessStatusInfo,
     ProcessStatusInfoRequest,
     ProcessStatusReset,
@@ -257,6 +268,12 @@ class DataLogger:
         )
         return {"pid": reply.pid, "adapter": reply.adapter, "entities": reply.entities}
 
+    def nodes(self, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """The convention's members: node, capabilities, last heartbeat, and the
+        ``"<topic>/<destination>"`` pairs each delivers."""
+        reply: NodesReply = self._request(lambda ref: NodesRequest(ref), (NodesReply,), timeout)
+        return list(reply.nodes)
+
     def reset(self) -> None:
         """Forget the whole process status, in memory and in storage (for tests)."""
         self._request(lambda ref: ProcessStatusReset(ref), (ProcessStatusResetDone,), 20.0)
@@ -322,6 +339,8 @@ def start(
     bind: str = DEFAULT_BIND,
     log_level: int | str = "WARNING",
     make_default: bool = True,
+    leader: str | None = None,
+    capabilities: Sequence[str] = (),
 ) -> DataLogger:
     """Start a node and return its handle.
 
@@ -335,6 +354,11 @@ def start(
             keep it on loopback unless the network is private and trusted.
         log_level: level of the actor processes' log output.
         make_default: make this the instance module-level :func:`log` uses.
+        leader: ``host:port`` of a running node to join as a member of its
+            convention (``multiprocTCPBase`` only); without it this node leads
+            its own convention, which others may join.
+        capabilities: what this node offers to destinations that ``require``
+            it (``["influxdb", "postgres"]``).
 
     Raises:
         ConfigError: the configuration is malformed.
@@ -344,23 +368,36 @@ def start(
     if base not in BASES:
         raise exceptions.ConfigError(f"base must be one of {', '.join(BASES)}, not {base!r}")
     port = DEFAULT_ADMIN_PORT if admin_port is None else int(admin_port)
-    capabilities: dict[str, Any] = {}
+    caps: dict[str, Any] = {}
+    node: str | None = None
     if base == "multiprocTCPBase":
         bind_to(bind)
         if port_open(bind, port):
             raise DataLoggerError(
                 f"admin port {port} is already in use: a node runs there (use datalogger.connect)"
             )
-        capabilities["Admin Port"] = port
+        node = f"{bind}:{port}"
+        caps = {"Admin Port": port, NODE_CAPABILITY: node}
+        caps.update(dict.fromkeys(capabilities, True))
+        if leader:
+            host, _, leader_port = leader.rpartition(":")
+            if not host or not leader_port.isdigit():
+                raise exceptions.ConfigError(f"leader must be host:port, not {leader!r}")
+            caps["Convention Address.IPv4"] = (host, int(leader_port))
+        else:
+            caps[LEADER_CAPABILITY] = True
+            allow_members(cfg.cluster.allowed_members)
+    elif leader or capabilities:
+        raise exceptions.ConfigError("leader and capabilities need base='multiprocTCPBase'")
     level = (
         log_level
         if isinstance(log_level, int)
         else getattr(__import__("logging"), str(log_level).upper())
     )
-    system = ActorSystem(base, capabilities, logDefs=log_defs(level), transientUnique=True)
+    system = ActorSystem(base, caps, logDefs=log_defs(level), transientUnique=True)
     try:
         router = system.createActor(RootSupervisor, globalName=ROOT_NAME)
-        ready = system.ask(router, ConfigureNode(cfg), 30.0)
+        ready = system.ask(router, ConfigureNode(cfg, node, leader, tuple(capabilities)), 30.0)
         if not isinstance(ready, NodeReady):
             raise DataLoggerError(f"the node did not start (answer: {ready!r})")
     except BaseException:

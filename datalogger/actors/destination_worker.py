@@ -36,6 +36,7 @@ from ..messages import (
     WorkerFlush,
     WorkerTick,
 )
+from ..placement import capability_check
 from ..retry import RetryPolicy
 from .send_actor import SendActor
 
@@ -59,6 +60,11 @@ class Job:
 
 class DestinationWorker(ActorTypeDispatcher):
     """One destination, one topic."""
+
+    @staticmethod
+    def actorSystemCapabilityCheck(capabilities: dict[str, Any], requirements: dict[str, Any]) -> bool:
+        """Placement: the node named in the requirements, with every capability required."""
+        return capability_check(capabilities, requirements)
 
     def __init__(self) -> None:
         super().__init__()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -23,6 +24,14 @@ from ..config import Config
 from ..exceptions import DataLoggerError, InvalidTopic
 from ..messages import (
     ConfigureNode,
+    LocateRegistry,
+    Membership,
+    NodeHeartbeat,
+    NodesReply,
+    NodesRequest,
+    PlacementReport,
+    RegistryLocated,
+    RegistryStart,
     LastProcessedRequest,
     ProcessStatusInfoRequest,
     ProcessStatusMoved,
@@ -51,14 +60,19 @@ from ..messages import (
     TopicStatsRequest,
 )
 from ..validation import TOPIC_PATTERN, normalize_rows, validate_topic
+from ..placement import Member
 from ..wal import WriteAheadLog
+from .cluster_registry import ClusterRegistry
 from .process_status import ProcessStatus
+from .registry_locator import REGISTRY_NAME, RegistryLocator
 from .topic_supervisor import TopicSupervisor, entity
 
 log = logging.getLogger("datalogger.root")
 
 ROOT_NAME = "datalogger-root"
 """The global name of every node's RootSupervisor."""
+READY_WAIT = 5.0
+"""Seconds a member waits for the leader's membership before it starts alone."""
 
 
 @attrs.define
@@ -88,19 +102,89 @@ class RootSupervisor(ActorTypeDispatcher):
         self.shutting_down = False
         self.process_status: Any = None
         self.configured_by: Any = None
+        self.waiting_for: set[str] = set()
         self.shutdown_reply: tuple[Any, int, int] | None = None
+        self.node: str | None = None
+        self.leader: str | None = None
+        self.capabilities: tuple[str, ...] = ()
+        self.members: tuple[Member, ...] | None = None
+        self.registry: Any = None
+        self.membership_at = 0.0
+        self.placements: dict[str, dict[str, str | None]] = {}
 
     # ------------------------------------------------------------------ setup
     def receiveMsg_ConfigureNode(self, message: ConfigureNode, sender: Any) -> None:
-        """Take the configuration, start ProcessStatus, then topics with unsettled chunks."""
+        """Take the configuration, start ProcessStatus and join the convention.
+
+        Answers :class:`NodeReady` once topics with unsettled chunks are
+        started and, on a TCP node, the membership is known.
+        """
         if self.config is not None:
             self.send(sender, NodeReady(tuple(sorted(self.topics))))
             return
         self.config = message.config
         os.makedirs(message.config.data_dir, exist_ok=True)
         self.configured_by = sender
+        self.waiting_for = {"watermarks"}
         self._start_process_status()
         self.send(self.process_status, WatermarksRequest(-1, None))
+        if message.node is not None:
+            self.node, self.leader = message.node, message.leader
+            self.capabilities = tuple(message.capabilities)
+            self.members = (Member(message.node, self.capabilities, self.myAddress),)
+            self.waiting_for.add("membership")
+            self._find_registry()
+            self.wakeupAfter(timedelta(seconds=self.config.cluster.heartbeat_interval), ("heartbeat",))
+            self.wakeupAfter(timedelta(seconds=READY_WAIT), ("ready",))
+
+    def _find_registry(self) -> None:
+        assert self.config is not None
+        if self.leader is None:
+            self.registry = self.createActor(ClusterRegistry, globalName=REGISTRY_NAME)
+            self.send(self.registry, RegistryStart(self.config.cluster.heartbeat_timeout))
+            self._heartbeat()
+        else:
+            self.send(self.createActor(RegistryLocator, targetActorRequirements={}), LocateRegistry())
+
+    def _ready(self, what: str) -> None:
+        self.waiting_for.discard(what)
+        if self.configured_by is not None and not self.waiting_for:
+            self.send(self.configured_by, NodeReady(tuple(sorted(self.topics))))
+            self.configured_by = None
+
+    # ------------------------------------------------------------------ convention
+    def _heartbeat(self) -> None:
+        if self.registry is None or self.node is None:
+            return
+        placements = {
+            f"{topic}/{dest}": owner for topic, owners in self.placements.items() for dest, owner in owners.items()
+        }
+        self.send(self.registry, NodeHeartbeat(self.node, self.myAddress, self.capabilities, placements))
+
+    def receiveMsg_RegistryLocated(self, message: RegistryLocated, sender: Any) -> None:
+        """The leader's registry: start sending heartbeats to it."""
+        self.registry = message.address
+        self._heartbeat()
+
+    def receiveMsg_Membership(self, message: Membership, sender: Any) -> None:
+        """The live members: tell every topic, so destinations move off dead members."""
+        self.membership_at = time.monotonic()
+        if message.members != self.members:
+            self.members = tuple(message.members)
+            for address in self.topics.values():
+                self.send(address, message)
+        self._ready("membership")
+
+    def receiveMsg_PlacementReport(self, message: PlacementReport, sender: Any) -> None:
+        """Where a topic's destinations are delivered from (for heartbeats and ``nodes``)."""
+        self.placements[message.topic] = dict(message.owners)
+
+    def receiveMsg_NodesRequest(self, message: NodesRequest, sender: Any) -> None:
+        """Ask the registry for the members; answer alone without one."""
+        if self.registry is not None:
+            self.send(self.registry, attrs.evolve(message, reply_to=message.reply_to or sender))
+        else:
+            self.send(sender, NodesReply([], message.ref))
 
     def _start_process_status(self) -> None:
         assert self.config is not None
@@ -114,8 +198,7 @@ class RootSupervisor(ActorTypeDispatcher):
             return
         for topic in self._topics_behind(self.config, message.items):
             self._topic(topic)
-        self.send(self.configured_by, NodeReady(tuple(sorted(self.topics))))
-        self.configured_by = None
+        self._ready("watermarks")
 
     @staticmethod
     def _topics_behind(config: Config, marks: dict[str, int]) -> set[str]:
@@ -144,7 +227,7 @@ class RootSupervisor(ActorTypeDispatcher):
             assert self.config is not None
             address = self.createActor(TopicSupervisor)
             self.topics[topic] = address
-            self.send(address, StartTopic(topic, self.config, self.process_status))
+            self.send(address, StartTopic(topic, self.config, self.process_status, self.members))
         return address
 
     # ------------------------------------------------------------------ logging
@@ -246,11 +329,29 @@ class RootSupervisor(ActorTypeDispatcher):
         }
 
     def receiveMsg_WakeupMessage(self, message: WakeupMessage, sender: Any) -> None:
-        """A gather timed out: answer with what arrived."""
-        if isinstance(message.payload, tuple):
+        """Heartbeats, and requests that timed out: answer with what arrived."""
+        payload = message.payload
+        if payload == ("heartbeat",):
+            self._on_heartbeat_timer()
+        elif payload == ("ready",):
+            if self.waiting_for - {"watermarks"}:
+                log.warning("node %s: no membership from the leader yet; starting alone", self.node)
+            self._ready("membership")
+        elif isinstance(payload, tuple):
             self._shutdown_ready()  # ProcessStatus did not confirm in time
         else:
-            self._finish(message.payload)
+            self._finish(payload)
+
+    def _on_heartbeat_timer(self) -> None:
+        assert self.config is not None
+        if self.shutting_down:
+            return
+        settings = self.config.cluster
+        stale = time.monotonic() - self.membership_at > 3 * settings.heartbeat_timeout
+        if self.leader is not None and stale:
+            self._find_registry()  # the leader restarted, or never answered: look again
+        self._heartbeat()
+        self.wakeupAfter(timedelta(seconds=settings.heartbeat_interval), ("heartbeat",))
 
     def receiveMsg_StatsRequest(self, message: StatsRequest, sender: Any) -> None:
         """Gather counters from every topic."""

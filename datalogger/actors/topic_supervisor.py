@@ -32,6 +32,7 @@ from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExi
 
 from ..config import Config
 from ..lane import Lane
+from ..placement import Member, owner_for
 from ..messages import (
     AttemptFailed,
     ChunkSettled,
@@ -39,6 +40,8 @@ from ..messages import (
     ItemsProcessed,
     LogAccepted,
     LogRejected,
+    Membership,
+    PlacementReport,
     ProcessStatusMoved,
     StartTopic,
     StartWorker,
@@ -108,6 +111,9 @@ class TopicSupervisor(ActorTypeDispatcher):
         self.status_timer = False
         self.reported: dict[str, int] = {}
         self.exiting = False
+        self.members: tuple[Member, ...] | None = None
+        self.owners: dict[str, str | None] = {}
+        self.root: Any = None
 
     # ------------------------------------------------------------------ setup
     def receiveMsg_StartTopic(self, message: StartTopic, sender: Any) -> None:
@@ -116,6 +122,8 @@ class TopicSupervisor(ActorTypeDispatcher):
         config: Config = message.config
         self.config = config
         self.process_status = message.process_status
+        self.members = message.members
+        self.root = sender
         fsync = "never" if config.wal.fsync == "always" else config.wal.fsync
         self.wal = WriteAheadLog(
             os.path.join(config.data_dir, "wal"),
@@ -171,9 +179,46 @@ class TopicSupervisor(ActorTypeDispatcher):
 
     def _start_worker(self, name: str) -> None:
         assert self.config is not None
-        address = self.createActor(DestinationWorker)
+        lane = self.lanes[name]
+        spec = lane.spec
+        if self.members is None:  # one process, no convention: the worker runs here
+            address = self.createActor(DestinationWorker)
+        else:
+            owner = owner_for(self.topic, name, spec.requires, self.members)
+            self.owners[name] = owner
+            self._report_placement()
+            if owner is None:
+                lane.counters.error(
+                    f"no member has the capabilities {', '.join(spec.requires)}: chunks wait on disk"
+                )
+                log.warning("topic %s: no member can run destination %s", self.topic, name)
+                return
+            address = self.createActor(
+                DestinationWorker,
+                targetActorRequirements={"node": owner, "requires": list(spec.requires)},
+            )
         self.workers[name] = address
-        self.send(address, StartWorker(self.topic, self.lanes[name].spec, self.config.data_dir))
+        self.send(address, StartWorker(self.topic, spec, self.config.data_dir))
+
+    def _report_placement(self) -> None:
+        if self.root is not None:
+            self.send(self.root, PlacementReport(self.topic, dict(self.owners)))
+
+    def receiveMsg_Membership(self, message: Membership, sender: Any) -> None:
+        """Members joined or left: move each destination whose owner changed, resending its chunks."""
+        self.members = tuple(message.members)
+        if self.exiting:
+            return
+        for name, lane in self.lanes.items():
+            owner = owner_for(self.topic, name, lane.spec.requires, self.members)
+            if owner == self.owners.get(name) and name in self.workers:
+                continue
+            old = self.workers.pop(name, None)
+            if old is not None:
+                self.send(old, ActorExitRequest())
+            log.warning("topic %s: destination %s moves to %s", self.topic, name, owner)
+            self._start_worker(name)
+            self._hand_over(name, lane.resend())
 
     def _hand_over(self, name: str, chunks: list[tuple[int, list[dict[str, Any]]]]) -> None:
         address = self.workers.get(name)

@@ -1,0 +1,159 @@
+"""Nodes, rows and server helpers shared by the benchmark cases."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import datalogger
+from datalogger.influx_client import InfluxHTTP, series_rows
+
+from ._common import INFLUX_HOST, INFLUX_PORT, POSTGRES_DSN, RssSampler, free_port
+
+Row = dict[str, Any]
+Chunk = list[Row]
+
+#: Column types of the PostgreSQL tables, ours and the baseline's alike.
+PG_COLUMNS = {
+    "i": "bigint",
+    "sensor": "text",
+    "value": "double precision",
+    "ts": "timestamptz",
+}
+_EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)  # noqa: UP017 - keeps Python 3.10 support
+
+
+def unique(prefix: str) -> str:
+    """``prefix_<12 hex>``: a fresh topic, table or database name."""
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def pg_rows(count: int, offset: int = 0) -> list[Row]:
+    """Rows for PostgreSQL: an int, a short text, a float and a timestamp."""
+    return [
+        {
+            "i": i,
+            "sensor": f"s{i % 16}",
+            "value": i * 0.25,
+            "ts": _EPOCH + timedelta(milliseconds=i),
+        }
+        for i in range(offset, offset + count)
+    ]
+
+
+def influx_rows(count: int, offset: int = 0) -> list[Row]:
+    """Rows for InfluxDB: a tag (``sensor``), two fields and a distinct ns timestamp."""
+    base = 1_767_225_600_000_000_000  # 2026-01-01
+    return [
+        {"sensor": f"s{i % 16}", "value": i * 0.25, "i": i, "time": base + i}
+        for i in range(offset, offset + count)
+    ]
+
+
+def chunked(rows: list[Row], size: int) -> list[Chunk]:
+    """``rows`` cut into lists of ``size``."""
+    return [rows[k : k + size] for k in range(0, len(rows), size)]
+
+
+@contextmanager
+def node(
+    destinations: Mapping[str, Any],
+    wal: Mapping[str, Any] | None = None,
+    sampler: RssSampler | None = None,
+    **settings: Any,
+) -> Iterator[datalogger.DataLogger]:
+    """A ``multiprocTCPBase`` node on a free admin port and a temporary data_dir.
+
+    With ``sampler``, the node's processes are counted in its RSS samples.
+    """
+    with tempfile.TemporaryDirectory(prefix="dl-bench-") as state:
+        config: dict[str, Any] = {"data_dir": state, "destinations": dict(destinations), **settings}
+        if wal is not None:
+            config["wal"] = dict(wal)
+        dl = datalogger.start(
+            config, base="multiprocTCPBase", admin_port=free_port(), make_default=False
+        )
+        if sampler is not None and dl.admin_port is not None:
+            sampler.watch(dl.admin_port)
+        try:
+            yield dl
+        finally:
+            dl.shutdown()
+
+
+def pg_destination(**extra: Any) -> dict[str, Any]:
+    """Our PostgreSQL destination: one table per topic with :data:`PG_COLUMNS`."""
+    return {"type": "postgres", "dsn": POSTGRES_DSN, "table": "{topic}", "columns": PG_COLUMNS,
+            **extra}
+
+
+def influx_destination(database: str, **extra: Any) -> dict[str, Any]:
+    """Our InfluxDB destination (v1 HTTP): measurement per topic, ``sensor`` as tag."""
+    return {
+        "type": "influxdb",
+        "database": database,
+        "host": INFLUX_HOST,
+        "http_port": INFLUX_PORT,
+        "protocol": "http",
+        "tags": ["sensor"],
+        "time_key": "time",
+        **extra,
+    }
+
+
+def pg_connect() -> Any:
+    """An autocommit-off psycopg connection to the benchmark database."""
+    import psycopg
+
+    return psycopg.connect(POSTGRES_DSN, connect_timeout=5)
+
+
+def pg_count(table: str) -> int:
+    """Rows in ``public.<table>``."""
+    with pg_connect() as conn:
+        row = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+    return int(row[0]) if row else 0
+
+
+def pg_drop(tables: list[str]) -> None:
+    """Drop the benchmark's tables."""
+    with pg_connect() as conn:
+        for table in tables:
+            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+        conn.commit()
+
+
+def influx(database: str = "") -> InfluxHTTP:
+    """A client of the local InfluxDB for ``database``."""
+    return InfluxHTTP(INFLUX_HOST, INFLUX_PORT, database=database, timeout=60.0)
+
+
+def influx_create(database: str) -> None:
+    """Create ``database``."""
+    with influx() as client:
+        client.post_query(f'CREATE DATABASE "{database}"')
+
+
+def influx_drop(database: str) -> None:
+    """Drop ``database``."""
+    with influx() as client:
+        client.post_query(f'DROP DATABASE "{database}"')
+
+
+def influx_count(database: str, measurement: str, expected: int, wait: float = 10.0) -> int:
+    """Points in ``measurement`` (waiting up to ``wait`` s for ``expected`` to show)."""
+    deadline = time.monotonic() + wait
+    found = 0
+    with influx(database) as client:
+        while True:
+            series = client.query(f'SELECT count("i") FROM "{measurement}"')
+            rows = series_rows(series[0]) if series else []
+            found = int(rows[0].get("count") or 0) if rows else 0
+            if found >= expected or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)

@@ -1,0 +1,106 @@
+"""ClusterRegistry: who is in the convention, as told by heartbeats.
+
+Runs on the convention leader. Thespian notices a dead member only after its
+re-registration misses (about 22 minutes by default); every node's
+RootSupervisor instead sends a heartbeat each ``heartbeat_interval`` seconds,
+and a member silent for ``heartbeat_timeout`` seconds is dropped. Each change
+of membership is sent to every live node, which moves the destinations that
+member delivered to other members.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from thespian.actors import ActorTypeDispatcher, WakeupMessage
+
+from ..messages import Membership, NodeHeartbeat, NodesReply, NodesRequest, RegistryStart
+from ..placement import Member
+
+log = logging.getLogger("datalogger.cluster")
+
+
+class ClusterRegistry(ActorTypeDispatcher):
+    """The membership of the convention."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeout = 3.0
+        self.members: dict[str, dict[str, Any]] = {}
+        self.version = 0
+        self.checking = False
+
+    def receiveMsg_RegistryStart(self, message: RegistryStart, sender: Any) -> None:
+        """Start checking for silent members."""
+        self.timeout = message.heartbeat_timeout
+        if not self.checking:
+            self.checking = True
+            self.wakeupAfter(timedelta(seconds=self.timeout / 3))
+
+    def _membership(self) -> Membership:
+        members = tuple(
+            Member(node, tuple(info["capabilities"]), info["root"])
+            for node, info in sorted(self.members.items())
+        )
+        return Membership(members, self.version)
+
+    def _broadcast(self) -> None:
+        self.version += 1
+        membership = self._membership()
+        for info in self.members.values():
+            self.send(info["root"], membership)
+
+    def receiveMsg_NodeHeartbeat(self, message: NodeHeartbeat, sender: Any) -> None:
+        """A node is alive: record it; a new or changed node is announced to all."""
+        known = self.members.get(message.node)
+        changed = (
+            known is None
+            or known["root"] != message.root
+            or tuple(known["capabilities"]) != tuple(message.capabilities)
+        )
+        self.members[message.node] = {
+            "root": message.root,
+            "capabilities": tuple(message.capabilities),
+            "last_seen": time.time(),
+            "placements": dict(message.placements),
+        }
+        if changed:
+            log.warning("node %s joined (capabilities: %s)", message.node, ", ".join(message.capabilities) or "none")
+            self._broadcast()
+        else:
+            self.send(message.root, self._membership())
+
+    def receiveMsg_WakeupMessage(self, message: WakeupMessage, sender: Any) -> None:
+        """Drop members whose heartbeats stopped."""
+        now = time.time()
+        gone = [n for n, info in self.members.items() if now - info["last_seen"] > self.timeout]
+        for node in gone:
+            log.warning("node %s missed its heartbeats for %.1fs: removed", node, self.timeout)
+            del self.members[node]
+        if gone:
+            self._broadcast()
+        self.wakeupAfter(timedelta(seconds=self.timeout / 3))
+
+    def receiveMsg_NodesRequest(self, message: NodesRequest, sender: Any) -> None:
+        """The members, their capabilities and the destinations they deliver."""
+        holds: dict[str, list[str]] = {node: [] for node in self.members}
+        for info in self.members.values():
+            for pair, owner in info["placements"].items():
+                if owner in holds:
+                    holds[owner].append(pair)
+        nodes = [
+            {
+                "node": node,
+                "capabilities": list(info["capabilities"]),
+                "last_seen": info["last_seen"],
+                "holds": sorted(set(holds[node])),
+            }
+            for node, info in sorted(self.members.items())
+        ]
+        self.send(message.reply_to or sender, NodesReply(nodes, message.ref))
+
+    def receiveUnrecognizedMessage(self, message: Any, sender: Any) -> None:
+        """Convention notices and anything else are ignored."""

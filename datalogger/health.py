@@ -1,0 +1,162 @@
+"""Health checks: is every destination delivering, and are there no dead letters?
+
+:func:`check_health` is the rule, a plain function; :func:`run_health` is
+``datalogger health``: it asks a running node for its ``stats()``, reads the
+dead letters of its data directory and prints the verdict. Exit codes:
+
+- 0: ``healthy``;
+- 1: problems, one line each: a destination failing for longer than the
+  threshold (``health_failing_after``, default 60 s), or dead letters on disk;
+- 2: no node answers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
+
+from .deadletters import DeadLetterSummary
+
+__all__ = ["add_parser", "check_health", "cmd_health", "run_health"]
+
+EXIT_HEALTHY = 0
+EXIT_UNHEALTHY = 1
+EXIT_NO_NODE = 2
+
+
+def check_health(
+    stats: Mapping[str, Any],
+    dead_letter_summary: Iterable[DeadLetterSummary] | None,
+    failing_after: float,
+    now: float,
+) -> list[str]:
+    """The problems a node has; an empty list means healthy.
+
+    Args:
+        stats: a node's ``stats()``.
+        dead_letter_summary: ``DeadLetterStore.summary()`` of the node's data
+            directory, or ``None`` when it is not known (not checked).
+        failing_after: seconds a destination may keep failing before it is a problem.
+        now: the current time (epoch seconds).
+
+    Returns:
+        One sentence per problem: each (topic, destination) failing for more
+        than ``failing_after`` seconds, then each (topic, destination) with
+        dead letters.
+    """
+    problems: list[str] = []
+    for topic, destinations in sorted((stats.get("topics") or {}).items()):
+        for destination, lane in sorted(destinations.items()):
+            since = lane.get("failing_since")
+            if since is None:
+                continue
+            failing_for = now - float(since)
+            if failing_for > failing_after:
+                error = lane.get("last_error") or "unknown error"
+                problems.append(
+                    f"{topic} -> {destination}: failing for {failing_for:.0f}s "
+                    f"(more than {failing_after:g}s); last error: {error}"
+                )
+    for item in dead_letter_summary or ():
+        if item.letters > 0:
+            problems.append(
+                f"{item.topic} -> {item.destination}: {item.letters} dead letters "
+                f"({item.rows} rows) on disk; last reason: {item.last_reason} "
+                "(see `datalogger dead-letters list`, `datalogger replay`)"
+            )
+    return problems
+
+
+def run_health(
+    *,
+    admin_port: int,
+    host: str,
+    failing_after: float,
+    data_dir: str | os.PathLike[str] | None,
+    out: TextIO,
+) -> int:
+    """Check the node on ``host:admin_port``, print the verdict to ``out``, return the exit code.
+
+    Args:
+        admin_port, host: where the node listens.
+        failing_after: seconds a destination may keep failing.
+        data_dir: the node's data directory, for its dead letters; ``None``
+            skips that check (and says so).
+        out: where to print.
+    """
+    from .deadletters import DeadLetterStore
+    from .exceptions import DataLoggerError
+    from .system import connect
+
+    try:
+        handle = connect(admin_port, host=host, make_default=False)
+        try:
+            stats = handle.stats()
+        finally:
+            handle.close()
+    except DataLoggerError as exc:
+        print(f"no node answers on {host}:{admin_port}: {exc}", file=out)
+        return EXIT_NO_NODE
+    summary = None
+    if data_dir is not None:
+        summary = DeadLetterStore(os.path.join(data_dir, "dead_letters")).summary()
+    problems = check_health(stats, summary, failing_after, time.time())
+    if problems:
+        print(f"unhealthy: {len(problems)} problem(s)", file=out)
+        for problem in problems:
+            print(f"- {problem}", file=out)
+        return EXIT_UNHEALTHY
+    note = "" if data_dir is not None else " (dead letters not checked: no --config, --data-dir)"
+    print(f"healthy{note}", file=out)
+    return EXIT_HEALTHY
+
+
+def cmd_health(args: Any) -> int:
+    """``datalogger health``: the threshold and data directory from the options or the config."""
+    import sys
+
+    from ._thespian import DEFAULT_ADMIN_PORT
+    from .config import load_config
+
+    failing_after = 60.0
+    data_dir: str | None = None
+    if args.config:
+        config = load_config(args.config)
+        failing_after, data_dir = config.health_failing_after, config.data_dir
+    if args.failing_after is not None:
+        failing_after = args.failing_after
+    if args.data_dir:
+        data_dir = os.path.abspath(args.data_dir)
+    port = args.admin_port or int(os.environ.get("DATALOGGER_ADMIN_PORT", DEFAULT_ADMIN_PORT))
+    return run_health(
+        admin_port=port,
+        host=args.host,
+        failing_after=failing_after,
+        data_dir=data_dir,
+        out=sys.stdout,
+    )
+
+
+def add_parser(sub: Any) -> None:
+    """Add the ``health`` command to the ``datalogger`` command's subparsers."""
+    from ._thespian import DEFAULT_ADMIN_PORT, DEFAULT_BIND
+
+    p = sub.add_parser(
+        "health",
+        help="exit 0 when the node is healthy, 1 with the reasons when not, 2 when it is not found",
+    )
+    p.add_argument("--config", help="the node's TOML configuration (threshold and data_dir)")
+    p.add_argument(
+        "--failing-after",
+        type=float,
+        help="seconds a destination may keep failing (default: the config's "
+        "health_failing_after, else 60)",
+    )
+    p.add_argument("--data-dir", help="the node's data_dir, for its dead letters")
+    p.add_argument(
+        "--admin-port", type=int, help=f"the node's admin port (default {DEFAULT_ADMIN_PORT})"
+    )
+    p.add_argument("--host", default=DEFAULT_BIND, help="the node's address (default 127.0.0.1)")
+    p.set_defaults(func=cmd_health)

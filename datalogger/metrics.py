@@ -1,0 +1,250 @@
+"""Prometheus exposition of a node's counters.
+
+:class:`StatsCollector` calls a ``stats()`` function (``DataLogger.stats``) on
+every scrape and turns its answer into metric families, labelled by ``topic``
+and ``destination``; :func:`serve_metrics` serves them over HTTP::
+
+    dl = datalogger.start("datalogger.toml")
+    server = serve_metrics(dl.stats, 9464, dead_letter_dir=".datalogger/dead_letters")
+    ...
+    server.shutdown()
+
+``datalogger run --metrics-port 9464`` does the same for a node run from the
+command line. The endpoint has no authentication and names every topic and
+destination, so it listens on 127.0.0.1 unless told otherwise: scrape it from
+the same host, or put an authenticating proxy in front of it.
+
+Metrics, labelled ``{topic, destination}`` unless noted:
+
+- counters ``datalogger_rows_{received,replayed,delivered,dead_lettered,spilled,dropped}_total``
+  (rows), ``datalogger_attempts_{failed,retried}_total`` (attempts) and
+  ``datalogger_worker_restarts_total``;
+- gauges ``datalogger_buffered_rows``, ``datalogger_spill_bytes``, ``datalogger_wal_bytes``,
+  ``datalogger_delivery_latency_seconds{quantile="0.5"|"0.99"}``, ``datalogger_failing`` (0/1);
+- timestamps (epoch seconds, absent while unset): ``datalogger_last_error_timestamp_seconds``,
+  ``datalogger_last_success_timestamp_seconds``, ``datalogger_failing_since_timestamp_seconds``
+  (alert on ``time() - datalogger_failing_since_timestamp_seconds > 60``);
+- dead letters on disk: ``datalogger_dead_letters`` and ``datalogger_dead_letter_rows``;
+- without labels: ``datalogger_rejected_calls_total``, ``datalogger_up`` (1 when ``stats()``
+  answered this scrape) and, when ``log_nowait`` was used in the serving process,
+  ``datalogger_client_queued_rows`` and ``datalogger_client_{sent,dropped,errors}_total``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+__all__ = ["COUNTERS", "GAUGES", "StatsCollector", "serve_metrics", "serve_node_metrics"]
+
+log = logging.getLogger("datalogger.metrics")
+
+LABELS = ("topic", "destination")
+
+#: stats() counter -> (metric name without ``_total``, help text).
+COUNTERS: dict[str, tuple[str, str]] = {
+    "received": ("datalogger_rows_received", "Rows accepted for the destination."),
+    "replayed": ("datalogger_rows_replayed", "Rows replayed from the write-ahead log on start."),
+    "delivered": ("datalogger_rows_delivered", "Rows the destination took."),
+    "dead_lettered": ("datalogger_rows_dead_lettered", "Rows given up on, kept as dead letters."),
+    "spilled": ("datalogger_rows_spilled", "Rows spilled to disk because memory was full."),
+    "dropped": ("datalogger_rows_dropped", "Rows dropped by overflow = drop_oldest."),
+    "failed": ("datalogger_attempts_failed", "Failed delivery attempts."),
+    "retried": ("datalogger_attempts_retried", "Attempts scheduled again after a failure."),
+    "restarts": ("datalogger_worker_restarts", "Restarts of the destination's worker."),
+}
+
+#: stats() value -> (metric name, help text), for values that go up and down.
+GAUGES: dict[str, tuple[str, str]] = {
+    "buffered": ("datalogger_buffered_rows", "Rows held in memory for the destination."),
+    "spill_bytes": ("datalogger_spill_bytes", "Bytes of spill files on disk."),
+    "wal_bytes": ("datalogger_wal_bytes", "Bytes of write-ahead log on disk for the topic."),
+}
+
+#: stats() timestamp -> (metric name, help text); left out while the value is None.
+TIMESTAMPS: dict[str, tuple[str, str]] = {
+    "last_error_at": (
+        "datalogger_last_error_timestamp_seconds",
+        "When the destination last failed (epoch seconds).",
+    ),
+    "last_success_at": (
+        "datalogger_last_success_timestamp_seconds",
+        "When the destination last took a chunk (epoch seconds).",
+    ),
+    "failing_since": (
+        "datalogger_failing_since_timestamp_seconds",
+        "Since when the destination has been failing (epoch seconds); absent when it is not.",
+    ),
+}
+
+QUANTILES = (("0.5", "latency_p50"), ("0.99", "latency_p99"))
+
+
+class StatsCollector(Collector):
+    """A collector asking ``stats_fn`` for the node's counters on each scrape.
+
+    Args:
+        stats_fn: returns a dict shaped like ``DataLogger.stats()``.
+        dead_letter_dir: the node's ``<data_dir>/dead_letters``; ``None`` leaves
+            the dead-letter gauges out.
+
+    A failing ``stats_fn`` does not fail the scrape: ``datalogger_up`` is 0
+    and the other families are left out.
+    """
+
+    def __init__(
+        self,
+        stats_fn: Callable[[], Mapping[str, Any]],
+        dead_letter_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._stats_fn = stats_fn
+        self._dead_letter_dir = dead_letter_dir
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the metric families of one scrape."""
+        up = GaugeMetricFamily("datalogger_up", "1 when the node answered stats() for this scrape.")
+        try:
+            stats = self._stats_fn()
+        except Exception as exc:  # a scrape reports the node down, never fails
+            log.warning("metrics: stats() failed: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            yield from self._dead_letters()
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from _lane_metrics(stats.get("topics") or {})
+        rejected = CounterMetricFamily(
+            "datalogger_rejected_calls", "log() calls the node refused (bad topic or data)."
+        )
+        rejected.add_metric([], float(stats.get("rejected") or 0))
+        yield rejected
+        client = stats.get("client")
+        if client:
+            yield from _client_metrics(client)
+        yield from self._dead_letters()
+
+    def _dead_letters(self) -> Iterator[Metric]:
+        if self._dead_letter_dir is None:
+            return
+        from .deadletters import DeadLetterStore
+
+        letters = GaugeMetricFamily(
+            "datalogger_dead_letters", "Dead letters on disk.", labels=LABELS
+        )
+        rows = GaugeMetricFamily(
+            "datalogger_dead_letter_rows", "Rows held by the dead letters on disk.", labels=LABELS
+        )
+        try:
+            summary = DeadLetterStore(self._dead_letter_dir).summary()
+        except Exception as exc:  # an unreadable store must not fail the scrape
+            log.warning("metrics: cannot read dead letters: %s", exc)
+            return
+        for item in summary:
+            letters.add_metric([item.topic, item.destination], item.letters)
+            rows.add_metric([item.topic, item.destination], item.rows)
+        yield letters
+        yield rows
+
+
+def _lane_metrics(topics: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> Iterator[Metric]:
+    counters = {
+        key: CounterMetricFamily(name, text, labels=LABELS)
+        for key, (name, text) in COUNTERS.items()
+    }
+    gauges = {
+        key: GaugeMetricFamily(name, text, labels=LABELS) for key, (name, text) in GAUGES.items()
+    }
+    stamps = {
+        key: GaugeMetricFamily(name, text, labels=LABELS)
+        for key, (name, text) in TIMESTAMPS.items()
+    }
+    failing = GaugeMetricFamily(
+        "datalogger_failing", "1 while the destination is failing, else 0.", labels=LABELS
+    )
+    latency = GaugeMetricFamily(
+        "datalogger_delivery_latency_seconds",
+        "Delivery latency of recent chunks, by quantile.",
+        labels=(*LABELS, "quantile"),
+    )
+    for topic, destinations in sorted(topics.items()):
+        for destination, lane in sorted(destinations.items()):
+            labels = [topic, destination]
+            for key, family in counters.items():
+                family.add_metric(labels, float(lane.get(key) or 0))
+            for key, gauge in gauges.items():
+                gauge.add_metric(labels, float(lane.get(key) or 0))
+            for key, gauge in stamps.items():
+                if lane.get(key) is not None:
+                    gauge.add_metric(labels, float(lane[key]))
+            failing.add_metric(labels, 0 if lane.get("failing_since") is None else 1)
+            for quantile, key in QUANTILES:
+                if lane.get(key) is not None:
+                    latency.add_metric([*labels, quantile], float(lane[key]))
+    yield from counters.values()
+    yield from gauges.values()
+    yield from stamps.values()
+    yield failing
+    yield latency
+
+
+def _client_metrics(client: Mapping[str, Any]) -> Iterator[Metric]:
+    queued = GaugeMetricFamily(
+        "datalogger_client_queued_rows", "Rows queued by log_nowait in this process, not yet sent."
+    )
+    queued.add_metric([], float(client.get("queued") or 0))
+    yield queued
+    for key, text in (
+        ("sent", "Rows log_nowait sent to the node."),
+        ("dropped", "Rows log_nowait dropped (queue full or refused)."),
+        ("errors", "Failed sends of log_nowait chunks."),
+    ):
+        family = CounterMetricFamily(f"datalogger_client_{key}", text)
+        family.add_metric([], float(client.get(key) or 0))
+        yield family
+
+
+def serve_metrics(
+    stats_fn: Callable[[], Mapping[str, Any]],
+    port: int,
+    addr: str = "127.0.0.1",
+    *,
+    dead_letter_dir: str | os.PathLike[str] | None = None,
+) -> Any:
+    """Serve Prometheus metrics of ``stats_fn`` on ``http://addr:port/metrics``.
+
+    Uses a fresh :class:`~prometheus_client.CollectorRegistry` holding only a
+    :class:`StatsCollector`: no process or platform collectors. Served from a
+    daemon thread.
+
+    Args:
+        stats_fn: returns a dict shaped like ``DataLogger.stats()``.
+        port: the TCP port; 0 picks a free one (read ``server.server_port``).
+        addr: the address to listen on. The endpoint has no authentication:
+            keep the default loopback address unless a proxy guards it.
+        dead_letter_dir: ``<data_dir>/dead_letters`` for the dead-letter gauges.
+
+    Returns:
+        The HTTP server; ``server.shutdown()`` then ``server.server_close()`` stops it.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatsCollector(stats_fn, dead_letter_dir))
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return server
+
+
+def serve_node_metrics(handle: Any, port: int) -> Any:
+    """Serve ``handle.stats()`` and its node's dead letters on ``127.0.0.1:port``.
+
+    Loopback only: the endpoint has no authentication and names every topic
+    and destination (see the module docstring). Returns the server.
+    """
+    config = getattr(handle, "config", None)
+    dead_letter_dir = os.path.join(config.data_dir, "dead_letters") if config else None
+    return serve_metrics(handle.stats, port, "127.0.0.1", dead_letter_dir=dead_letter_dir)
