@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 import uuid
@@ -9,6 +10,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
+
+import psutil
 
 import datalogger
 from datalogger.influx_client import InfluxHTTP, series_rows
@@ -80,10 +83,38 @@ def node(
         )
         if sampler is not None and dl.admin_port is not None:
             sampler.watch(dl.admin_port)
+        group = node_group(dl.admin_port)
         try:
             yield dl
         finally:
             dl.shutdown()
+            wait_group_gone(group)
+
+
+def node_group(admin_port: int | None) -> int | None:
+    """Process group of the node whose admin listens on ``admin_port`` (None: not found)."""
+    for conn in psutil.net_connections("tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr[1] == admin_port:
+            return os.getpgid(conn.pid) if conn.pid else None
+    return None
+
+
+def wait_group_gone(group: int | None, timeout: float = 15.0) -> None:
+    """Wait until the node's processes have exited, so the next round starts clean."""
+    if group is None:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = []
+        for proc in psutil.process_iter():
+            try:
+                if os.getpgid(proc.pid) == group and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc)
+            except (psutil.Error, OSError):
+                continue
+        if not alive:
+            return
+        time.sleep(0.1)
 
 
 def pg_destination(**extra: Any) -> dict[str, Any]:

@@ -47,7 +47,6 @@ def _destination(out: str, flag: str, max_buffered: int) -> dict[str, Any]:
 def _load(dl: datalogger.DataLogger, topic: str, seconds: float, first: int,
           stats: dict[str, Any]) -> int:
     """Log chunks at :data:`RATE_ROWS` rows/s for ``seconds``; return the next ``i``."""
-    interval = CHUNK / RATE_ROWS
     started = time.monotonic()
     next_stats = started
     i = first
@@ -59,7 +58,7 @@ def _load(dl: datalogger.DataLogger, topic: str, seconds: float, first: int,
             stats["spill_bytes"] = max(stats.get("spill_bytes", 0), entry.get("spill_bytes", 0))
             stats["buffered"] = max(stats.get("buffered", 0), entry.get("buffered", 0))
             next_stats = now + 1.0
-        delay = started + (i - first) * interval - time.monotonic()
+        delay = started + (i - first) / RATE_ROWS - time.monotonic()
         if delay > 0:
             time.sleep(delay)
     return i

@@ -21,9 +21,8 @@ from collections.abc import Callable
 import datalogger
 from datalogger.destinations.jsonl import JsonlDestination
 
-from ._common import Metrics, Mode, Result, RssSampler, alternate, check_count, medians_of
-from ._common import ratio
-from ._node import Chunk, chunked, influx_rows, node
+from ._common import Metrics, Mode, Result, RssSampler, alternate, check_count, medians_of, ratio
+from ._node import chunked, influx_rows, node
 
 THREADS = 4
 SETTINGS = (1, 4, 16)
@@ -37,7 +36,7 @@ def parallel(work: list[Callable[[], None]]) -> float:
         def go() -> None:
             try:
                 fn()
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
+            except BaseException as exc:
                 errors.append(exc)
 
         return go

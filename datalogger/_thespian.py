@@ -74,7 +74,8 @@ LEADER_CAPABILITY = "datalogger.leader"
 _allowed: list[Any] | None = None
 
 
-def _member_allowed(host: str, port: int) -> bool:
+def member_allowed(host: str, port: int) -> bool:
+    """True when the allow list set by :func:`allow_members` admits ``host:port``."""
     import ipaddress
 
     if _allowed is None:
@@ -121,7 +122,7 @@ def allow_members(entries: list[str] | tuple[str, ...]) -> None:
             host, port = regmsg.adminAddress.addressDetails.sockname[:2]
         except AttributeError:
             return []
-        if not _member_allowed(str(host), int(port)):
+        if not member_allowed(str(host), int(port)):
             logging.getLogger("datalogger.cluster").warning(
                 "refused a convention registration from %s:%s: not in allowed_members", host, port
             )

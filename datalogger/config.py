@@ -68,7 +68,7 @@ TOP_LEVEL_OPTIONS: dict[str, tuple[Any, str]] = {
         10.0,
         "Seconds shutdown waits for buffers to be delivered before spilling them.",
     ),
-    "destinations": ({}, "Table of destinations, keyed by a name of your choice."),
+    "destinations": ({}, "Required. Table of destinations, keyed by a name of your choice."),
     "health_failing_after": (
         60.0,
         "Seconds a destination may keep failing before `datalogger health` reports it.",
@@ -164,8 +164,8 @@ class ProcessStatusSettings:
 
     adapter: str = "sqlite"
     """``memory``, ``none``, ``sqlite``, ``postgres``, ``redis`` or ``package.module:Class``."""
-    options: Mapping[str, Any] = attrs.field(factory=dict)
-    """Options for the adapter. ``sqlite`` defaults ``path`` to ``<data_dir>/process_status.db``."""
+    options: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    """Options for the adapter (not in the repr: they may hold passwords). ``sqlite`` defaults ``path`` to ``<data_dir>/process_status.db``."""
 
 
 @attrs.frozen
@@ -189,8 +189,8 @@ class DestinationSpec:
     """The key of the destination's table."""
     type: str
     """The class, as ``package.module:Class``."""
-    options: Mapping[str, Any]
-    """Keyword arguments for the class."""
+    options: Mapping[str, Any] = attrs.field(repr=False)
+    """Keyword arguments for the class (not in the repr: they may hold passwords)."""
     prefix: str | None = None
     send_async: bool = False
     max_in_flight: int = 4

@@ -37,9 +37,16 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector, CollectorRegistry
+from .exceptions import ConfigError
+
+try:
+    from prometheus_client import start_http_server
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.registry import Collector, CollectorRegistry
+except ImportError as exc:  # an optional dependency
+    raise ConfigError(
+        "Prometheus metrics need prometheus-client: pip install 'datalogger[metrics]'"
+    ) from exc
 
 __all__ = ["COUNTERS", "GAUGES", "StatsCollector", "serve_metrics", "serve_node_metrics"]
 

@@ -157,7 +157,9 @@ class DataLogger:
     def log(self, topic: str, data: Any, timeout: float | None = None) -> int:
         """Log ``data`` (a row or a list of rows) to ``topic``; return the chunk's sequence number.
 
-        Returns once every destination of the topic has accepted the chunk.
+        Returns once the chunk is in the topic's write-ahead log and handed to
+        every destination of the topic: from then on it is delivered at least
+        once, across crashes (see docs/durability.md).
 
         Raises:
             InvalidTopic: the topic is malformed, or no destination takes it.
@@ -394,7 +396,10 @@ def start(
         if isinstance(log_level, int)
         else getattr(__import__("logging"), str(log_level).upper())
     )
-    system = ActorSystem(base, caps, logDefs=log_defs(level), transientUnique=True)
+    # The first node started in a process becomes Thespian's process-wide system, so that
+    # ActorSystem().tell(dl.router, Log(...)) reaches it; later ones are kept apart.
+    first = getattr(ActorSystem, "systemBase", None) is None
+    system = ActorSystem(base, caps, logDefs=log_defs(level), transientUnique=not first)
     try:
         router = system.createActor(RootSupervisor, globalName=ROOT_NAME)
         ready = system.ask(router, ConfigureNode(cfg, node, leader, tuple(capabilities)), 30.0)

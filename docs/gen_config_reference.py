@@ -30,7 +30,6 @@ import re
 import sys
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +105,7 @@ FALLBACK_DESCRIPTIONS: dict[tuple[str, str], str] = {
 }
 
 
-@dataclass(frozen=True)
+@attrs.frozen
 class Option:
     """One row of a generated table."""
 
@@ -173,7 +172,7 @@ def table(options: Iterable[Option], with_example: bool) -> str:
 
 
 def attribute_docstrings(cls: type) -> dict[str, str]:
-    """The docstrings written under the fields of ``cls`` (``x: int = 1`` then ``\"\"\"...\"\"\"``)."""
+    """The docstrings written under the fields of ``cls`` (a string right after ``x: int = 1``)."""
     source = inspect.getsource(sys.modules[cls.__module__])
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ClassDef) and node.name == cls.__name__:
@@ -331,7 +330,8 @@ def destination_options(short: str) -> list[Option]:
     # The hand-written page of a destination wins (its owner keeps it), then the docstrings.
     page = markdown_option_table(DOCS / "destinations" / f"{short}.md")
     described: dict[str, str] = {}
-    described.update(google_args(cls.__init__.__doc__))
+    init = cls.__dict__.get("__init__")
+    described.update(google_args(init.__doc__ if init is not None else None))
     described.update(google_args(cls.__doc__))
     described.update({k: v for k, (_, v) in definition_list(module.__doc__).items()})
     described = {k: v[:1].upper() + v[1:] for k, v in described.items()}
@@ -404,11 +404,11 @@ def sections() -> dict[str, str]:
         "top-level": table(dict_options("top", config.TOP_LEVEL_OPTIONS), True),
         "destination": table(dict_options("destination", config.DESTINATION_OPTIONS), True),
         "destination-types": "\n".join(
-            ["| `type` | Class |", "|---|---|"]
+            ["| Type | Class |", "|---|---|"]
             + [f"| `{k}` | `{v}` |" for k, v in config.DESTINATION_TYPES.items()]
         ),
         "adapter-types": "\n".join(
-            ["| `adapter` | Class |", "|---|---|"]
+            ["| Adapter | Class |", "|---|---|"]
             + [f"| `{k}` | `{v}` |" for k, v in ADAPTERS.items()]
         ),
     }

@@ -43,3 +43,34 @@ def start_node() -> Iterator[Callable[..., datalogger.DataLogger]]:
 def recorder(directory: Any, cls: str = "Recorder", **options: Any) -> dict[str, Any]:
     """A destination table for one of the test destinations in tests/dests.py."""
     return {"type": f"tests.dests:{cls}", "directory": str(directory), **options}
+
+
+def kill_node(port: int, proc: Any = None) -> int:
+    """SIGKILL every process of the node on ``port``: the ``datalogger run`` process,
+    and Thespian's admin and actor processes, which run detached from it (they are
+    forked from one another and share its command line). Returns how many were killed."""
+    import signal
+
+    import psutil
+
+    marker = f"--admin-port {port}"
+    victims = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if marker in cmdline and "datalogger" in cmdline:
+            victims.append(process)
+    if proc is not None:
+        try:
+            root = psutil.Process(proc.pid)
+            victims.extend([root, *root.children(recursive=True)])
+        except psutil.NoSuchProcess:
+            pass
+    for process in victims:
+        try:
+            process.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=10)
+    if proc is not None:
+        proc.wait(timeout=10)
+    return len({p.pid for p in victims})

@@ -304,11 +304,10 @@ def test_toml_config_file(tmp_path, start_node):
         datalogger.start(str(bad), base="simpleSystemBase")
 
 
-def test_tell_log_to_router_and_module_level_log(tmp_path, start_node):
-    dl = start_node(two_destinations(tmp_path))
-    ActorSystem("multiprocTCPBase", {"Admin Port": dl.admin_port}, transientUnique=True).tell(
-        dl.router, Log("green", [{"id": 1}, {"id": 2}])
-    )
+@pytest.mark.parametrize("base", BASES)
+def test_tell_log_to_router_and_module_level_log(tmp_path, start_node, base):
+    dl = start_node(two_destinations(tmp_path), base=base)
+    ActorSystem().tell(dl.router, Log("green", [{"id": 1}, {"id": 2}]))
     assert datalogger.get_default() is dl
     datalogger.log("green", {"id": 3})
     deadline = time.time() + 20

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from datalogger.wal import WriteAheadLog
-from tests.conftest import free_port, recorder
+from tests.conftest import free_port, kill_node, recorder
 from tests.dests import read_lines, rows_in
 
 
@@ -182,21 +182,15 @@ def run_node(config: Path, port: int) -> subprocess.Popen:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "running" in line, line
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "running on" in line:
+            break
+    else:
+        raise AssertionError("node did not start:\n" + "".join(seen))
     threading.Thread(target=proc.stdout.read, daemon=True).start()
     return proc
-
-
-def kill_node(proc: subprocess.Popen) -> None:
-    processes = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    for p in processes:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait(timeout=10)
-    psutil.wait_procs(processes, timeout=10)
 
 
 def write_config(tmp_path: Path, destination: str) -> Path:
@@ -218,11 +212,11 @@ def stream_and_kill(tmp_path: Path, config: Path, total_chunks: int = 60) -> lis
             dl.log("green", rows)
             acknowledged.extend(r["id"] for r in rows)
             if chunk == total_chunks // 2:
-                kill_node(node)
+                assert kill_node(port, node) >= 3
                 break
     finally:
         if node.poll() is None:
-            kill_node(node)
+            kill_node(port, node)
     # start again on the same data dir: the log replays what was not acknowledged
     port = free_port()
     node = run_node(config, port)

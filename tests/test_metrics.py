@@ -125,7 +125,7 @@ def test_run_serves_metrics_on_loopback(tmp_path: Path) -> None:
     node = subprocess.Popen(
         [sys.executable, "-m", "datalogger", "run", "--config", str(config),
          "--admin-port", str(port), "--metrics-port", str(metrics_port)],
-        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=root, stdout=subprocess.PIPE, stderr=(tmp_path / "stderr").open("w"), text=True,
     )
     try:
         assert node.stdout is not None

@@ -17,6 +17,7 @@ from typing import Any
 
 from thespian.actors import ActorTypeDispatcher, WakeupMessage
 
+from .._thespian import member_allowed
 from ..messages import Membership, NodeHeartbeat, NodesReply, NodesRequest, RegistryStart
 from ..placement import Member
 
@@ -32,6 +33,7 @@ class ClusterRegistry(ActorTypeDispatcher):
         self.members: dict[str, dict[str, Any]] = {}
         self.version = 0
         self.checking = False
+        self.refused: set[str] = set()
 
     def receiveMsg_RegistryStart(self, message: RegistryStart, sender: Any) -> None:
         """Start checking for silent members."""
@@ -55,6 +57,12 @@ class ClusterRegistry(ActorTypeDispatcher):
 
     def receiveMsg_NodeHeartbeat(self, message: NodeHeartbeat, sender: Any) -> None:
         """A node is alive: record it; a new or changed node is announced to all."""
+        host, _, port = message.node.rpartition(":")
+        if not port.isdigit() or not member_allowed(host, int(port)):
+            if message.node not in self.refused:
+                self.refused.add(message.node)
+                log.warning("refused node %s: not in cluster.allowed_members", message.node)
+            return
         known = self.members.get(message.node)
         changed = (
             known is None

@@ -1,0 +1,221 @@
+"""``python -m bench.profile <postgres|per_row|latency> [--seconds N]``: where the time goes.
+
+Runs the hot loop of a case on a fresh node and, while it runs, records every
+process of the node and the caller with ``py-spy record --format
+raw`` (CPU samples only: idle threads are not sampled). The node's
+processes are found by the admin's process group, since the admin detaches
+from the caller. Per process it prints the samples, the actor it runs
+(guessed from the stack) and the top functions by self and by inclusive
+samples, and writes the collapsed stacks and a JSON summary to bench/results/.
+Needs py-spy (the ``bench`` extra) and ptrace permission.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+import datalogger
+
+from ._common import RESULTS, utc_stamp
+from ._node import chunked, influx_create, influx_destination, influx_drop, influx_rows, node
+from ._node import node_group, pg_destination, pg_drop, pg_rows, unique
+
+_FRAME = re.compile(r"^(?P<func>[^ ]+) \((?P<file>[^:]+):(?P<line>\d+)\)$")
+
+
+def _loop(case: str, dl: datalogger.DataLogger, stop: threading.Event, cleanup: list[str]) -> int:
+    """Run the case's hot loop until ``stop``; return rows logged."""
+    rows = 0
+    if case == "postgres":
+        topic = unique("bench_prof_pg")
+        cleanup.append(topic)
+        chunk = pg_rows(1000)
+        while not stop.is_set():
+            dl.log(topic, chunk)
+            rows += len(chunk)
+    elif case == "per_row":
+        batch = influx_rows(10_000)
+        while not stop.is_set():
+            for row in batch:
+                dl.log_nowait("bench_prof_rows", row)
+            rows += len(batch)
+            dl.flush(60.0)
+    else:
+        row = {"sensor": "s1", "value": 0.5, "i": 0}
+        while not stop.is_set():
+            dl.log("bench_prof_latency", [row])
+            rows += 1
+    return rows
+
+
+def _role(stacks: Counter[str]) -> str:
+    """The actor class a process runs, from the files in its stacks."""
+    files: Counter[str] = Counter()
+    for stack, count in stacks.items():
+        found = re.findall(r"datalogger/actors/(\w+)\.py", stack)
+        if found:  # a forked actor's stack holds its ancestors' frames too: take the deepest
+            files[found[-1]] += count
+    if files:
+        return files.most_common(1)[0][0]
+    if "thespian/system/admin" in "".join(stacks):
+        return "thespian admin"
+    return "?"
+
+
+def summarize(raw: str, top: int = 12) -> dict[str, Any]:
+    """Samples, role, top self and inclusive functions of one py-spy raw (collapsed) file."""
+    stacks: Counter[str] = Counter()
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            stacks[stack] += int(count)
+    total = sum(stacks.values())
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    for stack, count in stacks.items():
+        frames = [_short(f) for f in stack.split(";") if f and not f.startswith("process ")
+                  and not f.startswith("thread ")]
+        if frames:
+            own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    pct = (lambda n: round(100.0 * n / total, 1)) if total else (lambda n: 0.0)
+    return {
+        "samples": total,
+        "role": _role(stacks),
+        "self": [(f, pct(n)) for f, n in own.most_common(top)],
+        "inclusive": [(f, pct(n)) for f, n in inclusive.most_common(top * 2)],
+    }
+
+
+def _short(frame: str) -> str:
+    match = _FRAME.match(frame.strip())
+    if not match:
+        return frame.strip()
+    path = match["file"]
+    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{match['func']} ({path}:{match['line']})"
+
+
+def record(pids: list[int], seconds: float, out: str, native: bool = False) -> dict[int, str]:
+    """py-spy every pid for ``seconds`` (``native``: with C frames); return pid -> stacks."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    procs = {
+        pid: subprocess.Popen(
+            [spy, "record", "--pid", str(pid), "--format", "raw", "--rate",
+             "250", "--duration", str(int(seconds)), "--output", f"{out}/{pid}.txt",
+             *(["--native"] if native else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    }
+    stacks: dict[int, str] = {}
+    for pid, proc in procs.items():
+        proc.wait(timeout=seconds + 60)
+        path = Path(out, f"{pid}.txt")
+        stacks[pid] = path.read_text(encoding="utf-8") if path.exists() else ""
+    return stacks
+
+
+def profile(case: str, seconds: float, native: bool = False) -> dict[str, Any]:
+    """Run ``case``'s hot loop on a fresh node and profile all its processes."""
+    database = unique("bench_prof")
+    destinations: dict[str, Any]
+    if case == "postgres":
+        destinations = {"pg": pg_destination()}
+    elif case == "per_row":
+        influx_create(database)
+        destinations = {"influx": influx_destination(database)}
+    else:
+        destinations = {"j": {"type": "jsonl", "directory": tempfile.mkdtemp(prefix="dl-prof-")}}
+    cleanup: list[str] = []
+    summary: dict[str, Any] = {"case": case, "seconds": seconds, "processes": {}}
+    try:
+        with node(destinations) as dl, tempfile.TemporaryDirectory() as out:
+            stop = threading.Event()
+            done: list[int] = []
+            warm = threading.Event()
+
+            def work() -> None:
+                _loop(case, dl, warm, cleanup)  # warm: starts the actors
+                done.append(_loop(case, dl, stop, cleanup))
+
+            warm.set()
+            _loop(case, dl, warm, cleanup)
+            warm.clear()
+            thread = threading.Thread(target=work)
+            warm.set()
+            thread.start()
+            time.sleep(1.0)
+            group = node_group(dl.admin_port)
+            pids = [p.pid for p in psutil.process_iter() if _in_group(p.pid, group)]
+            stacks = record([*pids, os.getpid()], seconds, out, native)
+            stop.set()
+            thread.join()
+            summary["rows_per_s"] = (done[0] / seconds) if done else None
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            base = RESULTS / f"profile-{case}-{utc_stamp()}"
+            for pid, raw in stacks.items():
+                name = f"caller {pid}" if pid == os.getpid() else str(pid)
+                Path(f"{base}-{name}.collapsed").write_text(raw, encoding="utf-8")
+                summary["processes"][name] = summarize(raw)
+            Path(f"{base}.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+            summary["written"] = str(base)
+    finally:
+        if case == "postgres":
+            pg_drop(cleanup)
+        elif case == "per_row":
+            influx_drop(database)
+    return summary
+
+
+def _in_group(pid: int, group: int | None) -> bool:
+    try:
+        return group is not None and os.getpgid(pid) == group
+    except OSError:
+        return False
+
+
+def print_summary(summary: dict[str, Any], top: int = 8) -> None:
+    """Print the busiest processes and their top frames."""
+    procs = sorted(summary["processes"].items(), key=lambda kv: -kv[1]["samples"])
+    print(f"== profile {summary['case']}: {summary.get('rows_per_s') or 0:,.0f} rows/s "
+          f"under py-spy; {summary.get('written')}")
+    for name, info in procs:
+        if not info["samples"]:
+            continue
+        print(f"-- {name} ({info['role']}): {info['samples']} CPU samples")
+        for frame, pct in info["self"][:top]:
+            print(f"     self {pct:5.1f}%  {frame}")
+
+
+def main(argv: list[str] | None = None, run: Callable[..., dict[str, Any]] = profile) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m bench.profile")
+    parser.add_argument("case", choices=["postgres", "per_row", "latency"])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--native", action="store_true", help="C frames too (gc, libpq...)")
+    args = parser.parse_args(argv)
+    print_summary(run(args.case, args.seconds, args.native))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
