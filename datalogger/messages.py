@@ -437,6 +437,8 @@ class NodeHeartbeat:
     capabilities: tuple[str, ...]
     placements: dict[str, str | None]
     """``"<topic>/<destination>"`` -> the node delivering it, for the topics this node routes."""
+    pubsub: Any = None
+    """The node's PubSub actor, for ``scope="cluster"`` broadcasts."""
 
 
 @attrs.frozen
@@ -472,6 +474,13 @@ class NodesReply:
     nodes: list[dict[str, Any]]
     """``{"node", "capabilities", "last_seen", "holds": ["<topic>/<destination>", ...]}``."""
     ref: int = 0
+
+
+@attrs.frozen
+class PubSubPeers:
+    """RootSupervisor -> PubSub: the PubSub actors of the other live members."""
+
+    peers: tuple[Any, ...]
 
 
 @attrs.frozen

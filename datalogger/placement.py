@@ -27,6 +27,8 @@ class Member:
     """Capabilities given with ``--capability`` (``influxdb``, ``postgres``...)."""
     root: Any = None
     """The node's RootSupervisor address."""
+    pubsub: Any = None
+    """The node's PubSub actor address."""
 
 
 def qualifying(members: Iterable[Member], requires: Iterable[str]) -> list[Member]:

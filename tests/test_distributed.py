@@ -270,3 +270,60 @@ def test_a_system_not_on_the_allow_list_cannot_join(tmp_path, nodes, pg_table):
     leader_handle.flush(timeout=30)
     holds = {m["node"]: m["holds"] for m in leader_handle.nodes()}
     assert f"127.0.0.1:{stranger_port}" not in holds, "the stranger was given work"
+
+
+def test_cluster_scope_reaches_subscribers_on_both_nodes_and_stores_once(tmp_path, nodes):
+    import sqlite3
+    from wsgiref.util import setup_testing_defaults
+
+    from datalogger.analytics import AnalyticsWSGIMiddleware
+
+    db = tmp_path / "requests.db"
+    configs = []
+    for i in range(2):
+        path = tmp_path / f"p{i}.toml"
+        path.write_text(f'data_dir = "{tmp_path / f"p{i}"}"\n[destinations.db]\ntype = "sqlite"\npath = "{db}"\n')
+        configs.append(path)
+    leader = Node(configs[0], free_port(), None, ()).start()
+    nodes.append(leader)
+    nodes.append(Node(configs[1], free_port(), leader.port, ()).start())
+    wait_members(leader, 2)
+    time.sleep(1.5)  # a heartbeat round: each PubSub learns its peer
+    handles = [node.handle() for node in nodes]
+    subscriptions = [h.subscribe("requests") for h in handles]
+
+    class ClusterScope:
+        """The handle as the middleware sees it, broadcasting to every node."""
+
+        def __init__(self, handle: datalogger.DataLogger) -> None:
+            self.handle = handle
+            self.log = handle.log
+
+        def broadcast(self, event: Any) -> None:
+            self.handle.broadcast(event, scope="cluster")
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    wrapped = AnalyticsWSGIMiddleware(app, ClusterScope(handles[0]))
+    for i in range(100):
+        environ: dict[str, Any] = {"PATH_INFO": f"/page/{i % 7}"}
+        setup_testing_defaults(environ)
+        body = wrapped(environ, lambda status, headers, exc_info=None: None)
+        list(body)
+        getattr(body, "close", lambda: None)()
+    handles[0].flush(timeout=30)
+    for sub in subscriptions:
+        received = []
+        deadline = time.time() + 20
+        while len(received) < 100 and time.time() < deadline:
+            event = sub.get(timeout=1.0)
+            if event is not None:
+                received.append(event)
+        assert len(received) == 100
+        assert len({e.request_id for e in received}) == 100
+        sub.unsubscribe()
+    with sqlite3.connect(db) as conn:
+        total, distinct = conn.execute("SELECT count(*), count(DISTINCT request_id) FROM requests").fetchone()
+    assert (total, distinct) == (100, 100), "a request was stored once per node"

@@ -44,7 +44,7 @@ class ClusterRegistry(ActorTypeDispatcher):
 
     def _membership(self) -> Membership:
         members = tuple(
-            Member(node, tuple(info["capabilities"]), info["root"])
+            Member(node, tuple(info["capabilities"]), info["root"], info.get("pubsub"))
             for node, info in sorted(self.members.items())
         )
         return Membership(members, self.version)
@@ -68,12 +68,14 @@ class ClusterRegistry(ActorTypeDispatcher):
             known is None
             or known["root"] != message.root
             or tuple(known["capabilities"]) != tuple(message.capabilities)
+            or known.get("pubsub") != message.pubsub
         )
         self.members[message.node] = {
             "root": message.root,
             "capabilities": tuple(message.capabilities),
             "last_seen": time.time(),
             "placements": dict(message.placements),
+            "pubsub": message.pubsub,
         }
         if changed:
             log.warning("node %s joined (capabilities: %s)", message.node, ", ".join(message.capabilities) or "none")

@@ -39,6 +39,7 @@ from ..exceptions import InvalidTopic
 from ..messages import (
     PubSubAck,
     PubSubBroadcast,
+    PubSubPeers,
     PubSubStats,
     PubSubStatsReply,
     PubSubSubscribe,
@@ -174,6 +175,7 @@ class PubSub(ActorTypeDispatcher):
         super().__init__()
         self.fanout = Fanout()
         self._handling_dead_letters = False
+        self.peers: tuple[Any, ...] = ()
 
     def _started(self) -> None:
         if not self._handling_dead_letters:
@@ -221,12 +223,15 @@ class PubSub(ActorTypeDispatcher):
     def _peers(self) -> list[Any]:
         """PubSub actors of the other convention members, for ``scope="cluster"``.
 
-        TODO(distributed nodes): return the addresses of the ``datalogger-pubsub``
-        actors of the other members (learnt from ``ActorSystemConventionUpdate``).
-        Peers re-broadcast with ``scope="local"``, so an event crosses the network
-        once per member and never loops. Until then a cluster broadcast is local.
+        The RootSupervisor sends them (:class:`PubSubPeers`) whenever the
+        membership changes. Peers re-broadcast with ``scope="local"``, so an
+        event crosses the network once per member and never loops.
         """
-        return []
+        return list(self.peers)
+
+    def receiveMsg_PubSubPeers(self, message: PubSubPeers, sender: Any) -> None:
+        """The PubSub actors of the other live members."""
+        self.peers = tuple(message.peers)
 
     # ------------------------------------------------------------------ liveness
     def receiveMsg_DeadEnvelope(self, message: DeadEnvelope, sender: Any) -> None:

@@ -30,6 +30,7 @@ from ..messages import (
     NodesReply,
     NodesRequest,
     PlacementReport,
+    PubSubPeers,
     RegistryLocated,
     RegistryStart,
     LastProcessedRequest,
@@ -63,7 +64,9 @@ from ..validation import TOPIC_PATTERN, normalize_rows, validate_topic
 from ..placement import Member
 from ..wal import WriteAheadLog
 from .cluster_registry import ClusterRegistry
+from ..pubsub import PUBSUB_NAME
 from .process_status import ProcessStatus
+from .pubsub import PubSub
 from .registry_locator import REGISTRY_NAME, RegistryLocator
 from .topic_supervisor import TopicSupervisor, entity
 
@@ -111,6 +114,7 @@ class RootSupervisor(ActorTypeDispatcher):
         self.registry: Any = None
         self.membership_at = 0.0
         self.placements: dict[str, dict[str, str | None]] = {}
+        self.pubsub: Any = None
 
     # ------------------------------------------------------------------ setup
     def receiveMsg_ConfigureNode(self, message: ConfigureNode, sender: Any) -> None:
@@ -131,7 +135,8 @@ class RootSupervisor(ActorTypeDispatcher):
         if message.node is not None:
             self.node, self.leader = message.node, message.leader
             self.capabilities = tuple(message.capabilities)
-            self.members = (Member(message.node, self.capabilities, self.myAddress),)
+            self.pubsub = self.createActor(PubSub, globalName=PUBSUB_NAME)
+            self.members = (Member(message.node, self.capabilities, self.myAddress, self.pubsub),)
             self.waiting_for.add("membership")
             self._find_registry()
             self.wakeupAfter(timedelta(seconds=self.config.cluster.heartbeat_interval), ("heartbeat",))
@@ -159,7 +164,10 @@ class RootSupervisor(ActorTypeDispatcher):
         placements = {
             f"{topic}/{dest}": owner for topic, owners in self.placements.items() for dest, owner in owners.items()
         }
-        self.send(self.registry, NodeHeartbeat(self.node, self.myAddress, self.capabilities, placements))
+        self.send(
+            self.registry,
+            NodeHeartbeat(self.node, self.myAddress, self.capabilities, placements, self.pubsub),
+        )
 
     def receiveMsg_RegistryLocated(self, message: RegistryLocated, sender: Any) -> None:
         """The leader's registry: start sending heartbeats to it."""
@@ -173,6 +181,9 @@ class RootSupervisor(ActorTypeDispatcher):
             self.members = tuple(message.members)
             for address in self.topics.values():
                 self.send(address, message)
+            if self.pubsub is not None:
+                peers = tuple(m.pubsub for m in self.members if m.node != self.node and m.pubsub)
+                self.send(self.pubsub, PubSubPeers(peers))
         self._ready("membership")
 
     def receiveMsg_PlacementReport(self, message: PlacementReport, sender: Any) -> None:
