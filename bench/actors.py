@@ -7,7 +7,7 @@ from typing import Any
 from thespian.actors import Actor
 
 
-class Echo(Actor):  # type: ignore[misc]
+class Echo(Actor):
     """Answers every message with the message itself: the cheapest possible ``ask``."""
 
     def receiveMessage(self, message: Any, sender: Any) -> None:

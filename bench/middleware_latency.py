@@ -2,8 +2,8 @@
 
 ::
 
-    python -m bench.middleware_latency            # 10 rounds of 2,000 requests per variant
-    python -m bench.middleware_latency --quick    # 4 rounds of 200
+    python -m bench middleware                     # 10 rounds of 2,000 requests per variant
+    python -m bench middleware --quick            # 4 rounds of 200
 
 Variants, each calling the WSGI app directly (no server, no network):
 
@@ -28,13 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import socket
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
@@ -42,7 +39,8 @@ import datalogger
 from datalogger import pubsub
 from datalogger.analytics import AnalyticsWSGIMiddleware, percentile
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from ._common import RESULTS, free_port, utc_stamp
+
 WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
 
@@ -99,13 +97,6 @@ def time_requests(wsgi: WSGIApp, count: int) -> list[float]:
             close()
         latencies.append((time.perf_counter() - started) * 1000.0)
     return latencies
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def measure(rounds: int, count: int) -> dict[str, Any]:
@@ -178,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{added['p50']:>10.4f}{added['p99']:>10.4f}"
             f"{ratio['p50'] or 0:>9.1f}{ratio['p99'] or 0:>9.1f}"
         )
-    now = datetime.now(timezone.utc)  # noqa: UP017 - keeps Python 3.10 support
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    stamp = utc_stamp()
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"middleware_latency-{stamp}.json"
     payload = {

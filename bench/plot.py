@@ -11,9 +11,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._common import Metrics, Mode, Result, RssSampler, alternate, check_count, medians_of
-from ._common import ratio, report, write_result
-from ._node import chunked, node, pg_connect, pg_count, pg_destination, pg_drop, pg_rows, unique
+from ._common import (
+    Metrics,
+    Mode,
+    Result,
+    RssSampler,
+    alternate,
+    check_count,
+    medians_of,
+    ratio,
+    report,
+    write_result,
+)
+from ._node import Chunk, chunked, node, pg_connect, pg_count, pg_destination, pg_drop, pg_rows, unique
 from .postgres import copy_chunks, log_chunks
 
 IMAGE = Path(__file__).resolve().parent.parent / "docs" / "img" / "throughput_vs_chunk.png"
@@ -39,7 +49,7 @@ def sweep(mode: Mode) -> Result:
                 chunks = chunked(pg_rows(total), size)
 
                 def ours(r: int, size: int = size, total: int = total,
-                         chunks: list = chunks) -> Metrics:  # type: ignore[type-arg]
+                         chunks: list[Chunk] = chunks) -> Metrics:
                     topic = unique(f"bench_pg_c{size}")
                     tables.append(topic)
                     seconds = log_chunks(dl, topic, chunks)
@@ -47,7 +57,7 @@ def sweep(mode: Mode) -> Result:
                     return {"rows_per_s": total / seconds}
 
                 def copy(r: int, size: int = size, total: int = total,
-                         chunks: list = chunks) -> Metrics:  # type: ignore[type-arg]
+                         chunks: list[Chunk] = chunks) -> Metrics:
                     table = unique(f"bench_copy_c{size}")
                     tables.append(table)
                     seconds = copy_chunks(conn, table, chunks)

@@ -32,8 +32,18 @@ import psutil
 import datalogger
 
 from ._common import RESULTS, utc_stamp
-from ._node import chunked, influx_create, influx_destination, influx_drop, influx_rows, node
-from ._node import node_group, pg_destination, pg_drop, pg_rows, unique
+from ._node import (
+    influx_create,
+    influx_destination,
+    influx_drop,
+    influx_rows,
+    node,
+    node_group,
+    pg_destination,
+    pg_drop,
+    pg_rows,
+    unique,
+)
 
 _FRAME = re.compile(r"^(?P<func>[^ ]+) \((?P<file>[^:]+):(?P<line>\d+)\)$")
 
@@ -64,14 +74,14 @@ def _loop(case: str, dl: datalogger.DataLogger, stop: threading.Event, cleanup: 
 
 
 def _role(stacks: Counter[str]) -> str:
-    """The actor class a process runs, from the files in its stacks."""
-    files: Counter[str] = Counter()
+    """The actor class a process runs: the class of its deepest ``receiveMsg_`` frames."""
+    classes: Counter[str] = Counter()
     for stack, count in stacks.items():
-        found = re.findall(r"datalogger/actors/(\w+)\.py", stack)
+        found = re.findall(r"(\w+)\.receiveM(?:sg_\w+|essage) \((?:datalogger|bench)/", stack)
         if found:  # a forked actor's stack holds its ancestors' frames too: take the deepest
-            files[found[-1]] += count
-    if files:
-        return files.most_common(1)[0][0]
+            classes[found[-1]] += count
+    if classes:
+        return classes.most_common(1)[0][0]
     if "thespian/system/admin" in "".join(stacks):
         return "thespian admin"
     return "?"
@@ -81,9 +91,9 @@ def summarize(raw: str, top: int = 12) -> dict[str, Any]:
     """Samples, role, top self and inclusive functions of one py-spy raw (collapsed) file."""
     stacks: Counter[str] = Counter()
     for line in raw.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
-            stacks[stack] += int(count)
+        stack, _, samples = line.rpartition(" ")
+        if stack and samples.isdigit():
+            stacks[stack] += int(samples)
     total = sum(stacks.values())
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()

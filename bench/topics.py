@@ -112,8 +112,8 @@ def run(mode: Mode) -> Result:
             }
             variants["direct"] = direct
             result.per_round = alternate(rounds, variants, sampler)
-            for handle in handles:
-                handle.close()
+            for extra in handles:
+                extra.close()
         for topic, count in sorted(expected.items()):
             with open(os.path.join(out, f"{topic}.jsonl"), encoding="utf-8") as handle:
                 found = sum(1 for _ in handle)
