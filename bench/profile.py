@@ -74,14 +74,19 @@ def _loop(case: str, dl: datalogger.DataLogger, stop: threading.Event, cleanup: 
 
 
 def _role(stacks: Counter[str]) -> str:
-    """The actor class a process runs: the class of its deepest ``receiveMsg_`` frames."""
-    classes: Counter[str] = Counter()
-    for stack, count in stacks.items():
+    """The actor class a process runs, from its ``receiveMsg_`` frames.
+
+    A forked actor's stacks start with its ancestors' frames (the parent's
+    handler that created it), so the class deepest in the chain is the one
+    the process runs.
+    """
+    depth: dict[str, int] = {}
+    for stack in stacks:
         found = re.findall(r"(\w+)\.receiveM(?:sg_\w+|essage) \((?:datalogger|bench)/", stack)
-        if found:  # a forked actor's stack holds its ancestors' frames too: take the deepest
-            classes[found[-1]] += count
-    if classes:
-        return classes.most_common(1)[0][0]
+        for level, name in enumerate(dict.fromkeys(found)):
+            depth[name] = max(depth.get(name, 0), level)
+    if depth:
+        return max(depth, key=lambda name: depth[name])
     if "thespian/system/admin" in "".join(stacks):
         return "thespian admin"
     return "?"

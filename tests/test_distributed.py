@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -327,3 +328,28 @@ def test_cluster_scope_reaches_subscribers_on_both_nodes_and_stores_once(tmp_pat
     with sqlite3.connect(db) as conn:
         total, distinct = conn.execute("SELECT count(*), count(DISTINCT request_id) FROM requests").fetchone()
     assert (total, distinct) == (100, 100), "a request was stored once per node"
+
+
+def test_no_member_with_the_capability_keeps_chunks_until_one_joins(tmp_path, nodes):
+    out = tmp_path / "out"
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path / "leader"}"\n[destinations.gpu]\ntype = "jsonl"\n'
+        f'directory = "{out}"\nrequires = ["gpu"]\n'
+    )
+    leader = Node(config, free_port(), None, ()).start()
+    nodes.append(leader)
+    handle = leader.handle()
+    for i in range(5):
+        handle.log("frames", [{"i": i * 10 + j} for j in range(10)])
+    time.sleep(0.5)
+    stats = handle.stats()["topics"]["frames"]["gpu"]
+    assert "no member has the capabilities gpu" in stats["last_error"]
+    assert stats["buffered"] == 50 and stats["delivered"] == 0
+    assert not (out / "frames.jsonl").exists()
+    member_config = tmp_path / "m.toml"
+    member_config.write_text(config.read_text().replace(str(tmp_path / "leader"), str(tmp_path / "member")))
+    nodes.append(Node(member_config, free_port(), leader.port, ("gpu",)).start())
+    handle.flush(timeout=30)
+    with open(out / "frames.jsonl") as lines:
+        assert sorted(json.loads(line)["i"] for line in lines) == list(range(50))
