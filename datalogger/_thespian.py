@@ -47,9 +47,7 @@ def log_defs(level: int = logging.WARNING) -> dict[str, Any]:
     return {
         "version": 1,
         "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-        "handlers": {
-            "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "level": level}
-        },
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "level": level}},
         "loggers": {"datalogger": {"level": level, "handlers": ["stderr"], "propagate": False}},
         "root": {"level": logging.ERROR, "handlers": ["stderr"]},
     }

@@ -125,7 +125,7 @@ class ClientBatcher:
                     self._sending -= len(rows)
                 log.error("log_nowait: %d rows for %s refused: %s", len(rows), topic, exc)
                 return
-            except Exception as exc:  # noqa: BLE001 - the node may come back: keep the rows
+            except Exception as exc:
                 with self._lock:
                     self.errors += 1
                     self.last_error = str(exc)

@@ -59,9 +59,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             conn.execute('DROP TABLE IF EXISTS "green"')
             conn.execute('DROP TABLE IF EXISTS "red"')
     port = args.admin_port or _free_port()
-    console.print(
-        f"[bold]datalogger {__version__}[/] demo: a node on 127.0.0.1:{port} (multiprocTCPBase)"
-    )
+    console.print(f"[bold]datalogger {__version__}[/] demo: a node on 127.0.0.1:{port} (multiprocTCPBase)")
     sent = {"green": 0, "red": 0}
     started = time.monotonic()
     with start(config, admin_port=port) as dl:
@@ -96,9 +94,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             in_db = conn.execute(f'SELECT count(*) FROM "{topic}"').fetchone()[0]
             with open(os.path.join(jsonl_dir, f"{topic}.jsonl"), encoding="utf-8") as handle:
                 in_files = sum(1 for _ in handle)
-            delivered = "/".join(
-                str(stats["topics"][topic][d]["delivered"]) for d in ("sqlite", "jsonl")
-            )
+            delivered = "/".join(str(stats["topics"][topic][d]["delivered"]) for d in ("sqlite", "jsonl"))
             ok = ok and in_db == count and in_files == count
             table.add_row(topic, str(count), str(in_db), str(in_files), delivered)
     console.print(table)
@@ -154,9 +150,7 @@ def cmd_shutdown(args: argparse.Namespace) -> int:
 
     handle = connect(_admin_port(args), host=args.host)
     spilled = handle.shutdown(timeout=args.timeout)
-    console.print(
-        f"node on port {_admin_port(args)} stopped; {spilled} rows left on disk for the next start"
-    )
+    console.print(f"node on port {_admin_port(args)} stopped; {spilled} rows left on disk for the next start")
     return 0
 
 
@@ -310,9 +304,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Send dead letters again through their destination; remove what was delivered."""
     from .replay import replay
 
-    result = replay(
-        load_config(args.config), topic=args.topic, destination=args.destination, console=console
-    )
+    result = replay(load_config(args.config), topic=args.topic, destination=args.destination, console=console)
     console.print(
         f"replayed {result.delivered_letters} letters ({result.delivered_rows} rows); "
         f"{result.failed_letters} still failing"
@@ -328,12 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def node_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--admin-port", type=int, help=f"the node's admin port (default {DEFAULT_ADMIN_PORT})"
-        )
-        p.add_argument(
-            "--host", default=DEFAULT_BIND, help="the node's address (default 127.0.0.1)"
-        )
+        p.add_argument("--admin-port", type=int, help=f"the node's admin port (default {DEFAULT_ADMIN_PORT})")
+        p.add_argument("--host", default=DEFAULT_BIND, help="the node's address (default 127.0.0.1)")
 
     p = sub.add_parser("demo", help="log a sample workload to SQLite and JSONL, show the result")
     p.add_argument(

@@ -165,7 +165,8 @@ class ProcessStatusSettings:
     adapter: str = "sqlite"
     """``memory``, ``none``, ``sqlite``, ``postgres``, ``redis`` or ``package.module:Class``."""
     options: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
-    """Options for the adapter (not in the repr: they may hold passwords). ``sqlite`` defaults ``path`` to ``<data_dir>/process_status.db``."""
+    """Options for the adapter; ``sqlite`` defaults ``path`` to ``<data_dir>/process_status.db``.
+    Not in the repr: they may hold passwords."""
 
 
 @attrs.frozen
@@ -239,14 +240,10 @@ def resolve_class(type_name: str) -> type:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(
-            f"destination type {type_name!r}: cannot import {module_name}: {exc}"
-        ) from exc
+        raise ConfigError(f"destination type {type_name!r}: cannot import {module_name}: {exc}") from exc
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
-        raise ConfigError(
-            f"destination type {type_name!r}: {module_name} has no class {class_name}"
-        )
+        raise ConfigError(f"destination type {type_name!r}: {module_name} has no class {class_name}")
     if not callable(getattr(cls, "send_data", None)):
         raise ConfigError(f"destination type {type_name!r}: {path} has no send_data method")
     return cls
@@ -275,9 +272,7 @@ def _check_class_options(name: str, type_name: str, cls: type, options: Mapping[
         and p.name not in options
     ]
     if missing:
-        raise ConfigError(
-            f"destination {name!r} ({type_name}): missing required option {missing[0]!r}"
-        )
+        raise ConfigError(f"destination {name!r} ({type_name}): missing required option {missing[0]!r}")
 
 
 def _settings(cls: type, where: str, raw: Any) -> Any:
@@ -290,9 +285,7 @@ def _settings(cls: type, where: str, raw: Any) -> Any:
     fields = {f.name: f for f in attrs.fields(cls)}
     for key in raw:
         if key not in fields:
-            raise ConfigError(
-                f"{where}: unknown option {key!r}; known options: {', '.join(fields)}"
-            )
+            raise ConfigError(f"{where}: unknown option {key!r}; known options: {', '.join(fields)}")
     for key, value in raw.items():
         default = fields[key].default
         if isinstance(default, (int, float)) and not isinstance(default, bool):
@@ -327,9 +320,7 @@ def _destination(name: str, raw: Any) -> DestinationSpec:
         raise ConfigError(f"{where}.prefix must be a non-empty string, not {prefix!r}")
     overflow = framework.get("overflow", "spill")
     if overflow not in OVERFLOW_POLICIES:
-        raise ConfigError(
-            f"{where}.overflow must be one of {', '.join(OVERFLOW_POLICIES)}, not {overflow!r}"
-        )
+        raise ConfigError(f"{where}.overflow must be one of {', '.join(OVERFLOW_POLICIES)}, not {overflow!r}")
     send_async = framework.get("send_async", False)
     if not isinstance(send_async, bool):
         raise ConfigError(f"{where}.send_async must be true or false, not {send_async!r}")
@@ -339,20 +330,14 @@ def _destination(name: str, raw: Any) -> DestinationSpec:
         options=options,
         prefix=prefix,
         send_async=send_async,
-        max_in_flight=int(
-            _number(f"{where}.max_in_flight", framework.get("max_in_flight", 4), minimum=1)
-        ),
+        max_in_flight=int(_number(f"{where}.max_in_flight", framework.get("max_in_flight", 4), minimum=1)),
         retry=_settings(RetrySettings, f"{where}.retry", framework.get("retry", {})),
         buffer=_settings(BufferSettings, f"{where}.buffer", framework.get("buffer")),
         max_buffered_rows=int(
-            _number(
-                f"{where}.max_buffered_rows", framework.get("max_buffered_rows", 50_000), minimum=1
-            )
+            _number(f"{where}.max_buffered_rows", framework.get("max_buffered_rows", 50_000), minimum=1)
         ),
         overflow=overflow,
-        block_timeout=float(
-            _number(f"{where}.block_timeout", framework.get("block_timeout", 10.0))
-        ),
+        block_timeout=float(_number(f"{where}.block_timeout", framework.get("block_timeout", 10.0))),
         requires=_strings(f"{where}.requires", framework.get("requires", [])),
     )
 
@@ -393,8 +378,7 @@ def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | No
     unknown = sorted(set(raw) - set(TOP_LEVEL_OPTIONS))
     if unknown:
         raise ConfigError(
-            f"unknown top-level option {unknown[0]!r}; "
-            f"known options: {', '.join(TOP_LEVEL_OPTIONS)}"
+            f"unknown top-level option {unknown[0]!r}; known options: {', '.join(TOP_LEVEL_OPTIONS)}"
         )
     destinations_raw = raw.get("destinations", {})
     if not isinstance(destinations_raw, Mapping) or not destinations_raw:

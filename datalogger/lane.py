@@ -168,9 +168,7 @@ class Lane:
     def _refill(self) -> list[Chunk]:
         out: list[Chunk] = []
         limit = self.spec.max_buffered_rows
-        while self.backlog and (
-            not self.inflight or self.inflight_rows + len(self.backlog[0][1]) <= limit
-        ):
+        while self.backlog and (not self.inflight or self.inflight_rows + len(self.backlog[0][1]) <= limit):
             seq, rows = self.backlog.popleft()
             self.backlog_rows -= len(rows)
             out.append(self._send(seq, rows))

@@ -130,7 +130,7 @@ class DataLogger:
             if close is not None:
                 try:
                     close()
-                except Exception:  # noqa: BLE001 - closing must not hide the shutdown
+                except Exception:
                     pass
         self._destinations.clear()
 
@@ -143,11 +143,7 @@ class DataLogger:
             deadline = time.monotonic() + timeout
             reply = self._system.ask(self._router, message_for(ref), timeout)
             while True:
-                if (
-                    reply is not None
-                    and isinstance(reply, expected)
-                    and getattr(reply, "ref", ref) == ref
-                ):
+                if reply is not None and isinstance(reply, expected) and getattr(reply, "ref", ref) == ref:
                     return reply
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -227,8 +223,7 @@ class DataLogger:
         )
         if not reply.done:
             raise DeliveryTimeout(
-                f"flush: topics still pending after {timeout:g}s: "
-                f"{', '.join(sorted(reply.pending))}"
+                f"flush: topics still pending after {timeout:g}s: {', '.join(sorted(reply.pending))}"
             )
 
     def stats(self) -> dict[str, Any]:
@@ -242,8 +237,13 @@ class DataLogger:
         stats = dict(reply.stats)
         if self._batcher is not None:
             b = self._batcher
-            stats["client"] = {"queued": b.pending(), "sent": b.sent, "dropped": b.dropped,
-                               "errors": b.errors, "last_error": b.last_error}
+            stats["client"] = {
+                "queued": b.pending(),
+                "sent": b.sent,
+                "dropped": b.dropped,
+                "errors": b.errors,
+                "last_error": b.last_error,
+            }
         return stats
 
     # ------------------------------------------------------------------ process status
@@ -288,9 +288,7 @@ class DataLogger:
         """
         if self._closed:
             return 0
-        wait = (
-            self.config.shutdown_timeout if (timeout is None and self.config) else (timeout or 10.0)
-        )
+        wait = self.config.shutdown_timeout if (timeout is None and self.config) else (timeout or 10.0)
         spilled = 0
         try:
             reply: ShutdownReady = self._request(
@@ -392,9 +390,7 @@ def start(
     elif leader or capabilities:
         raise exceptions.ConfigError("leader and capabilities need base='multiprocTCPBase'")
     level = (
-        log_level
-        if isinstance(log_level, int)
-        else getattr(__import__("logging"), str(log_level).upper())
+        log_level if isinstance(log_level, int) else getattr(__import__("logging"), str(log_level).upper())
     )
     # The first node started in a process becomes Thespian's process-wide system, so that
     # ActorSystem().tell(dl.router, Log(...)) reaches it; later ones are kept apart.
@@ -457,9 +453,7 @@ def get_default() -> DataLogger:
     """
     handle = _default
     if handle is None or handle._closed:
-        raise NotRunning(
-            "no datalogger is running: call datalogger.start() or datalogger.connect()"
-        )
+        raise NotRunning("no datalogger is running: call datalogger.start() or datalogger.connect()")
     return handle
 
 

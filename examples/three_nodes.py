@@ -45,7 +45,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_node(base: Path, name: str, port: int, leader: int | None, capabilities: list[str]) -> subprocess.Popen[str]:
+def start_node(
+    base: Path, name: str, port: int, leader: int | None, capabilities: list[str]
+) -> subprocess.Popen[str]:
     config = base / f"{name}.toml"
     config.write_text(CONFIG.format(data_dir=base / name, out=base / "out"))
     cmd = [sys.executable, "-m", "datalogger", "run", "--config", str(config), "--admin-port", str(port)]

@@ -28,19 +28,13 @@ def read_lines(path: str) -> list[Any]:
 
 def rows_in(directory: str, topic: str) -> list[dict[str, Any]]:
     """Rows a recording destination stored for ``topic``."""
-    return [
-        row
-        for chunk in read_lines(os.path.join(directory, f"{topic}.jsonl"))
-        for row in chunk["rows"]
-    ]
+    return [row for chunk in read_lines(os.path.join(directory, f"{topic}.jsonl")) for row in chunk["rows"]]
 
 
 class Recorder(Destination):
     """Records each chunk as one JSON line per topic; optionally slow for one topic."""
 
-    def __init__(
-        self, *, directory: str, slow_topic: str | None = None, delay: float = 0.0
-    ) -> None:
+    def __init__(self, *, directory: str, slow_topic: str | None = None, delay: float = 0.0) -> None:
         self.directory = directory
         self.slow_topic = slow_topic
         self.delay = delay

@@ -15,8 +15,14 @@ ENV = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(Path(__file__).resolve(
 
 
 def cli(*args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "datalogger", *args], capture_output=True, text=True,
-                          input=input, timeout=timeout, env=ENV)
+    return subprocess.run(
+        [sys.executable, "-m", "datalogger", *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=timeout,
+        env=ENV,
+    )
 
 
 def test_demo_logs_green_and_red_and_shows_what_landed(tmp_path):
@@ -33,11 +39,17 @@ def test_demo_logs_green_and_red_and_shows_what_landed(tmp_path):
 def test_run_log_status_shutdown(tmp_path):
     db = tmp_path / "out.db"
     config = tmp_path / "node.toml"
-    config.write_text(f'data_dir = "{tmp_path / "state"}"\n[destinations.db]\ntype = "sqlite"\npath = "{db}"\n')
+    config.write_text(
+        f'data_dir = "{tmp_path / "state"}"\n[destinations.db]\ntype = "sqlite"\npath = "{db}"\n'
+    )
     port = str(free_port())
-    node = subprocess.Popen([sys.executable, "-m", "datalogger", "run", "--config", str(config),
-                             "--admin-port", port], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=ENV)
+    node = subprocess.Popen(
+        [sys.executable, "-m", "datalogger", "run", "--config", str(config), "--admin-port", port],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+    )
     try:
         assert node.stdout is not None
         for line in node.stdout:

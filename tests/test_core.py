@@ -105,9 +105,7 @@ def test_send_async_calls_on_success_and_on_error(tmp_path, start_node, base):
 
 def test_send_async_crash_of_send_actor_calls_on_error(tmp_path, start_node):
     out = tmp_path / "out"
-    dest = recorder(
-        out, "CrashOnMarker", send_async=True, retry={"max_attempts": 2, "initial_delay": 0.1}
-    )
+    dest = recorder(out, "CrashOnMarker", send_async=True, retry={"max_attempts": 2, "initial_delay": 0.1})
     dl = start_node({"data_dir": str(tmp_path / "state"), "destinations": {"c": dest}})
     dl.log("green", [{"crash": True, "n": 1}])
     dl.flush(timeout=30)
@@ -350,9 +348,7 @@ def test_connect_from_a_second_process(tmp_path, start_node):
         f"h = datalogger.connect({dl.admin_port})\n"
         "print(h.log('green', [{'id': 1}, {'id': 2}]))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
-    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     dl.flush(timeout=30)
     assert count_sqlite(tmp_path / "out.db", "green") == 2

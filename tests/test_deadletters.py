@@ -6,7 +6,7 @@ import logging
 import multiprocessing
 import os
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ import pytest
 from datalogger.deadletters import DeadLetter, DeadLetterStore, DeadLetterSummary
 from datalogger.exceptions import InvalidData, InvalidTopic
 
-WHEN = datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+WHEN = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def rows(n: int) -> list[dict[str, object]]:

@@ -184,9 +184,7 @@ def test_outage_memory_is_bounded_and_spilled_rows_all_arrive(tmp_path, start_no
     out.mkdir()
     (out / "down").touch()
     retry = {"max_attempts": 10_000, "initial_delay": 0.2, "max_delay": 0.5}
-    dl = start_node(
-        config(tmp_path, **recorder(out, "Switchable", retry=retry, max_buffered_rows=10_000))
-    )
+    dl = start_node(config(tmp_path, **recorder(out, "Switchable", retry=retry, max_buffered_rows=10_000)))
     payload = "x" * 100
     peak = 0
     for i in range(200):
@@ -260,9 +258,7 @@ def test_shutdown_spills_undelivered_rows_and_next_start_delivers_them(tmp_path,
     out = tmp_path / "out"
     out.mkdir()
     (out / "down").touch()
-    cfg = config(
-        tmp_path, **recorder(out, "Switchable", retry={"max_attempts": 1000, "initial_delay": 0.05})
-    )
+    cfg = config(tmp_path, **recorder(out, "Switchable", retry={"max_attempts": 1000, "initial_delay": 0.05}))
     dl = start_node(cfg)
     for i in range(5):
         dl.log("green", [{"n": i * 1000 + j} for j in range(1000)])

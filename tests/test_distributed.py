@@ -29,14 +29,24 @@ class Node:
         self.output: list[str] = []
 
     def start(self) -> Node:
-        cmd = [sys.executable, "-m", "datalogger", "run", "--config", str(self.config),
-               "--admin-port", str(self.port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "datalogger",
+            "run",
+            "--config",
+            str(self.config),
+            "--admin-port",
+            str(self.port),
+        ]
         if self.leader is not None:
             cmd += ["--leader", f"127.0.0.1:{self.leader}"]
         for capability in self.capabilities:
             cmd += ["--capability", capability]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.output.append(line)
@@ -61,7 +71,7 @@ class Node:
         try:
             self.handle().shutdown(timeout=2)
             self.proc.wait(timeout=20)
-        except Exception:  # noqa: BLE001 - fall back to SIGKILL
+        except Exception:
             self.kill()
 
 
@@ -83,7 +93,9 @@ def count_rows(dsn: str, schema: str) -> tuple[int, int]:
     import psycopg
 
     with psycopg.connect(dsn) as conn:
-        total, distinct = conn.execute(f'SELECT count(*), count(DISTINCT id) FROM "{schema}"."rows"').fetchone()
+        total, distinct = conn.execute(
+            f'SELECT count(*), count(DISTINCT id) FROM "{schema}"."rows"'
+        ).fetchone()
     return int(total), int(distinct)
 
 
@@ -99,7 +111,7 @@ def write_config(tmp_path: Path, name: str, dsn: str, schema: str, extra: str = 
     path.write_text(
         f'data_dir = "{tmp_path / name}"\n{extra}\n'
         f'[destinations.pg]\ntype = "postgres"\ndsn = "{dsn}"\nschema = "{schema}"\ntable = "rows"\n'
-        'auto_create = false\nretry = { max_attempts = 1000, max_delay = 1.0 }\n'
+        "auto_create = false\nretry = { max_attempts = 1000, max_delay = 1.0 }\n"
     )
     return path
 
@@ -112,13 +124,23 @@ def nodes():
         node.stop()
 
 
-def start_cluster(tmp_path: Path, nodes: list[Node], dsn: str, schema: str, extra: str = "",
-                  capabilities: tuple[tuple[str, ...], ...] = ((), (), ())) -> list[Node]:
+def start_cluster(
+    tmp_path: Path,
+    nodes: list[Node],
+    dsn: str,
+    schema: str,
+    extra: str = "",
+    capabilities: tuple[tuple[str, ...], ...] = ((), (), ()),
+) -> list[Node]:
     leader_port = free_port()
-    leader = Node(write_config(tmp_path, "n0", dsn, schema, extra), leader_port, None, capabilities[0]).start()
+    leader = Node(
+        write_config(tmp_path, "n0", dsn, schema, extra), leader_port, None, capabilities[0]
+    ).start()
     nodes.append(leader)
     for i in (1, 2):
-        member = Node(write_config(tmp_path, f"n{i}", dsn, schema, extra), free_port(), leader_port, capabilities[i])
+        member = Node(
+            write_config(tmp_path, f"n{i}", dsn, schema, extra), free_port(), leader_port, capabilities[i]
+        )
         nodes.append(member.start())
     wait_members(leader, 3)
     return nodes
@@ -140,7 +162,9 @@ def log_rows(handle: datalogger.DataLogger, node: int, topics: int, chunks: int,
     ids = set()
     for c in range(chunks):
         for t in range(topics):
-            rows = [{"id": f"{node}-{t}-{c}-{i}", "topic": f"t{t}", "node": node, "n": i} for i in range(size)]
+            rows = [
+                {"id": f"{node}-{t}-{c}-{i}", "topic": f"t{t}", "node": node, "n": i} for i in range(size)
+            ]
             handle.log(f"t{t}", rows)
             ids.update(r["id"] for r in rows)
     return ids
@@ -168,8 +192,10 @@ def test_placement_by_capability_puts_influxdb_only_on_its_node(tmp_path, nodes,
     dsn, schema = pg_table
     database = unique_name("dist")
     extra = ""
-    influx = (f'\n[destinations.influx]\ntype = "influxdb"\ndatabase = "{database}"\nhost = "{host}"\n'
-              f'http_port = {http_port}\nrequires = ["influxdb"]\n')
+    influx = (
+        f'\n[destinations.influx]\ntype = "influxdb"\ndatabase = "{database}"\nhost = "{host}"\n'
+        f'http_port = {http_port}\nrequires = ["influxdb"]\n'
+    )
     start_cluster(tmp_path, nodes, dsn, schema, extra, capabilities=((), (), ("influxdb",)))
     for node in nodes:
         with open(node.config, "a") as handle:
@@ -182,9 +208,15 @@ def test_placement_by_capability_puts_influxdb_only_on_its_node(tmp_path, nodes,
     wait_members(nodes[0], 3)
     admin = nodes[0].handle()
     admin_influx = datalogger.start(  # a local handle just to reach InfluxDB's query API
-        {"data_dir": str(tmp_path / "q"), "destinations": {"i": {"type": "influxdb", "database": database,
-                                                                  "host": host, "http_port": http_port}}},
-        base="simpleSystemBase", make_default=False)
+        {
+            "data_dir": str(tmp_path / "q"),
+            "destinations": {
+                "i": {"type": "influxdb", "database": database, "host": host, "http_port": http_port}
+            },
+        },
+        base="simpleSystemBase",
+        make_default=False,
+    )
     try:
         admin_influx.destination("i").post_query(f'CREATE DATABASE "{database}"')
         handles = [node.handle() for node in nodes]
@@ -232,7 +264,7 @@ def test_member_killed_mid_stream_loses_no_acknowledged_row_and_rejoins(tmp_path
     assert victim_node not in {m["node"] for m in members}
     assert time.time() - killed_at < 15, "the dead member was not noticed within seconds"
     sender.flush(timeout=90)
-    total, distinct = count_rows(dsn, schema)
+    _, distinct = count_rows(dsn, schema)
     assert acknowledged <= ids_in(dsn, schema)
     assert distinct == len(acknowledged)
     # the member comes back, rejoins and takes work again
@@ -283,7 +315,9 @@ def test_cluster_scope_reaches_subscribers_on_both_nodes_and_stores_once(tmp_pat
     configs = []
     for i in range(2):
         path = tmp_path / f"p{i}.toml"
-        path.write_text(f'data_dir = "{tmp_path / f"p{i}"}"\n[destinations.db]\ntype = "sqlite"\npath = "{db}"\n')
+        path.write_text(
+            f'data_dir = "{tmp_path / f"p{i}"}"\n[destinations.db]\ntype = "sqlite"\npath = "{db}"\n'
+        )
         configs.append(path)
     leader = Node(configs[0], free_port(), None, ()).start()
     nodes.append(leader)

@@ -11,12 +11,11 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from datalogger.wal import WriteAheadLog
 from tests.conftest import free_port, kill_node, recorder
-from tests.dests import read_lines, rows_in
+from tests.dests import rows_in
 
 
 def sqlite_ids(path: Path, table: str) -> list[int]:
@@ -33,20 +32,31 @@ def test_log_returns_after_the_chunk_is_in_the_write_ahead_log(tmp_path, start_n
     out = tmp_path / "out"
     out.mkdir()
     (out / "down").touch()
-    cfg = {"data_dir": str(tmp_path / "state"),
-           "destinations": {"d": recorder(out, "Switchable", retry={"max_attempts": 1000})}}
+    cfg = {
+        "data_dir": str(tmp_path / "state"),
+        "destinations": {"d": recorder(out, "Switchable", retry={"max_attempts": 1000})},
+    }
     dl = start_node(cfg, base="simpleSystemBase")
     seqs = [dl.log("green", [{"n": i}]) for i in range(3)]
     assert seqs == [1, 2, 3]
     wal = WriteAheadLog(tmp_path / "state" / "wal", "green")
-    assert [(seq, rows) for seq, rows in wal.read_from(0)] == [(1, [{"n": 0}]), (2, [{"n": 1}]), (3, [{"n": 2}])]
+    assert [(seq, rows) for seq, rows in wal.read_from(0)] == [
+        (1, [{"n": 0}]),
+        (2, [{"n": 1}]),
+        (3, [{"n": 2}]),
+    ]
     wal.close()
 
 
 @pytest.mark.parametrize("fsync", ["always", "interval", "never"])
 def test_every_fsync_policy_delivers(tmp_path, start_node, fsync):
-    dl = start_node({"data_dir": str(tmp_path / "s"), "wal": {"fsync": fsync},
-                     "destinations": {"db": {"type": "sqlite", "path": str(tmp_path / "o.db")}}})
+    dl = start_node(
+        {
+            "data_dir": str(tmp_path / "s"),
+            "wal": {"fsync": fsync},
+            "destinations": {"db": {"type": "sqlite", "path": str(tmp_path / "o.db")}},
+        }
+    )
     for i in range(20):
         dl.log("green", [{"id": i}])
     dl.flush(timeout=30)
@@ -54,9 +64,15 @@ def test_every_fsync_policy_delivers(tmp_path, start_node, fsync):
 
 
 def test_process_status_records_the_last_chunk_per_destination(tmp_path, start_node):
-    dl = start_node({"data_dir": str(tmp_path / "s"),
-                     "destinations": {"db": {"type": "sqlite", "path": str(tmp_path / "o.db")},
-                                      "files": {"type": "jsonl", "directory": str(tmp_path / "j")}}})
+    dl = start_node(
+        {
+            "data_dir": str(tmp_path / "s"),
+            "destinations": {
+                "db": {"type": "sqlite", "path": str(tmp_path / "o.db")},
+                "files": {"type": "jsonl", "directory": str(tmp_path / "j")},
+            },
+        }
+    )
     last = 0
     for i in range(10):
         last = dl.log("green", [{"id": i}])
@@ -74,8 +90,12 @@ def test_process_status_records_the_last_chunk_per_destination(tmp_path, start_n
 
 
 def test_killed_process_status_reloads_from_its_adapter(tmp_path, start_node):
-    dl = start_node({"data_dir": str(tmp_path / "s"),
-                     "destinations": {"db": {"type": "sqlite", "path": str(tmp_path / "o.db")}}})
+    dl = start_node(
+        {
+            "data_dir": str(tmp_path / "s"),
+            "destinations": {"db": {"type": "sqlite", "path": str(tmp_path / "o.db")}},
+        }
+    )
     last = 0
     for i in range(5):
         last = dl.log("green", [{"id": i}])
@@ -90,7 +110,7 @@ def test_killed_process_status_reloads_from_its_adapter(tmp_path, start_node):
     while time.time() < deadline:
         try:
             new = dl.process_status_info(timeout=1.0)
-        except Exception:  # noqa: BLE001 - the restart is under way
+        except Exception:
             new = info
         if new["pid"] != info["pid"]:
             break
@@ -159,9 +179,12 @@ def test_torn_or_corrupt_wal_tail_is_truncated_and_the_rest_delivered(tmp_path, 
 def test_sigkill_worker_while_50000_rows_stream_loses_nothing_acknowledged(tmp_path, start_node):
     db = tmp_path / "o.db"
     pids = tmp_path / "pids"
-    dl = start_node({"data_dir": str(tmp_path / "s"),
-                     "destinations": {"db": {"type": "tests.dests:PidSqlite", "path": str(db),
-                                             "pid_dir": str(pids)}}})
+    dl = start_node(
+        {
+            "data_dir": str(tmp_path / "s"),
+            "destinations": {"db": {"type": "tests.dests:PidSqlite", "path": str(db), "pid_dir": str(pids)}},
+        }
+    )
     acknowledged: list[int] = []
     for chunk in range(50):
         rows = [{"id": chunk * 1000 + i} for i in range(1000)]
@@ -179,7 +202,9 @@ def test_sigkill_worker_while_50000_rows_stream_loses_nothing_acknowledged(tmp_p
 def run_node(config: Path, port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "datalogger", "run", "--config", str(config), "--admin-port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert proc.stdout is not None
     seen = []
@@ -248,8 +273,7 @@ def test_sigkill_of_the_whole_node_with_conflict_key_is_exactly_once(tmp_path):
     schema = unique_name("crash")
     config = write_config(
         tmp_path,
-        f'type = "postgres"\ndsn = "{dsn}"\nschema = "{schema}"\ntable = "{{topic}}"\n'
-        f'conflict_key = ["id"]',
+        f'type = "postgres"\ndsn = "{dsn}"\nschema = "{schema}"\ntable = "{{topic}}"\nconflict_key = ["id"]',
     )
     try:
         acknowledged = stream_and_kill(tmp_path, config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from datalogger.records import (
 OBJECTS: list[Any] = [
     {"a": 1, "b": "x"},
     [1, 2, 3],
-    {"when": datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc), "v": 1.5},
+    {"when": datetime(2024, 5, 1, 12, 30, tzinfo=UTC), "v": 1.5},
     {"rows": [{"k": None, "bytes": b"\x00\xff"}]},
 ]
 

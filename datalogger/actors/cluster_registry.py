@@ -78,7 +78,9 @@ class ClusterRegistry(ActorTypeDispatcher):
             "pubsub": message.pubsub,
         }
         if changed:
-            log.warning("node %s joined (capabilities: %s)", message.node, ", ".join(message.capabilities) or "none")
+            log.warning(
+                "node %s joined (capabilities: %s)", message.node, ", ".join(message.capabilities) or "none"
+            )
             self._broadcast()
         else:
             self.send(message.root, self._membership())

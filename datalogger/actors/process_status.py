@@ -61,7 +61,7 @@ class ProcessStatus(ActorTypeDispatcher):
         try:
             self.adapter = create_adapter(message.adapter, message.options)
             self.cache = dict(self.adapter.load())
-        except Exception as exc:  # noqa: BLE001 - keep running on the cache alone
+        except Exception as exc:
             log.error("process status adapter %s failed: %s", message.adapter, describe(exc))
 
     def _write(self, items: dict[str, int]) -> None:
@@ -71,7 +71,7 @@ class ProcessStatus(ActorTypeDispatcher):
         try:
             self.adapter.item_processed_many(sorted(self.unwritten.items()))
             self.unwritten.clear()
-        except Exception as exc:  # noqa: BLE001 - the storage may come back
+        except Exception as exc:
             log.warning("process status write failed, will retry: %s", describe(exc))
             if not self.retry_scheduled:
                 self.retry_scheduled = True
@@ -120,7 +120,7 @@ class ProcessStatus(ActorTypeDispatcher):
         if self.adapter is not None:
             try:
                 self.adapter.reset()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.error("process status reset failed: %s", describe(exc))
         self.send(message.reply_to or sender, ProcessStatusResetDone(message.ref))
 
@@ -130,7 +130,7 @@ class ProcessStatus(ActorTypeDispatcher):
             self._write({})
             try:
                 self.adapter.close()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("closing the process status adapter failed: %s", describe(exc))
 
     def receiveUnrecognizedMessage(self, message: Any, sender: Any) -> None:

@@ -24,29 +24,27 @@ from ..config import Config
 from ..exceptions import DataLoggerError, InvalidTopic
 from ..messages import (
     ConfigureNode,
+    FlushReply,
+    FlushRequest,
+    LastProcessedRequest,
     LocateRegistry,
+    Log,
+    LogRejected,
     Membership,
     NodeHeartbeat,
+    NodeReady,
     NodesReply,
     NodesRequest,
     PlacementReport,
-    PubSubPeers,
-    RegistryLocated,
-    RegistryStart,
-    LastProcessedRequest,
     ProcessStatusInfoRequest,
     ProcessStatusMoved,
     ProcessStatusReset,
     ProcessStatusStart,
     ProcessStatusSync,
     ProcessStatusSynced,
-    WatermarksReply,
-    WatermarksRequest,
-    FlushReply,
-    FlushRequest,
-    Log,
-    LogRejected,
-    NodeReady,
+    PubSubPeers,
+    RegistryLocated,
+    RegistryStart,
     ShutdownReady,
     ShutdownRequest,
     StartTopic,
@@ -59,12 +57,14 @@ from ..messages import (
     TopicSpillRequest,
     TopicStatsReply,
     TopicStatsRequest,
+    WatermarksReply,
+    WatermarksRequest,
 )
-from ..validation import TOPIC_PATTERN, normalize_rows, validate_topic
 from ..placement import Member
+from ..pubsub import PUBSUB_NAME
+from ..validation import TOPIC_PATTERN, normalize_rows, validate_topic
 from ..wal import WriteAheadLog
 from .cluster_registry import ClusterRegistry
-from ..pubsub import PUBSUB_NAME
 from .process_status import ProcessStatus
 from .pubsub import PubSub
 from .registry_locator import REGISTRY_NAME, RegistryLocator
@@ -162,7 +162,9 @@ class RootSupervisor(ActorTypeDispatcher):
         if self.registry is None or self.node is None:
             return
         placements = {
-            f"{topic}/{dest}": owner for topic, owners in self.placements.items() for dest, owner in owners.items()
+            f"{topic}/{dest}": owner
+            for topic, owners in self.placements.items()
+            for dest, owner in owners.items()
         }
         self.send(
             self.registry,
@@ -225,7 +227,7 @@ class RootSupervisor(ActorTypeDispatcher):
                 wal = WriteAheadLog(wal_root, topic, fsync="never")
                 last = wal.last_seq
                 wal.close()
-            except Exception as exc:  # noqa: BLE001 - a broken log must not stop the node
+            except Exception as exc:
                 log.error("cannot open the write-ahead log of %s: %s", topic, exc)
                 continue
             if any(marks.get(entity(topic, spec.name), 0) < last for spec in specs):
@@ -246,9 +248,7 @@ class RootSupervisor(ActorTypeDispatcher):
         """Check a chunk and forward it to its topic's supervisor."""
         try:
             if self.config is None:
-                raise DataLoggerError(
-                    "this node has no configuration yet (start it with datalogger.start)"
-                )
+                raise DataLoggerError("this node has no configuration yet (start it with datalogger.start)")
             if self.shutting_down:
                 raise DataLoggerError("the node is shutting down")
             topic = validate_topic(message.topic)

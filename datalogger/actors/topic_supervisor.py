@@ -32,7 +32,6 @@ from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExi
 
 from ..config import Config
 from ..lane import Lane
-from ..placement import Member, owner_for
 from ..messages import (
     AttemptFailed,
     ChunkSettled,
@@ -57,6 +56,7 @@ from ..messages import (
     WatermarksRequest,
     WorkerFlush,
 )
+from ..placement import Member, owner_for
 from ..spill import SpillQueue
 from ..wal import WriteAheadLog
 from .destination_worker import DestinationWorker
@@ -238,15 +238,13 @@ class TopicSupervisor(ActorTypeDispatcher):
             self._admit(message)
 
     def _room_for(self, rows: int) -> bool:
-        return all(
-            lane.has_room(rows) for lane in self.lanes.values() if lane.spec.overflow == "block"
-        )
+        return all(lane.has_room(rows) for lane in self.lanes.values() if lane.spec.overflow == "block")
 
     def _admit(self, message: TopicChunk) -> None:
         assert self.wal is not None and self.config is not None
         try:
             seq = self.wal.append(message.rows)
-        except Exception as exc:  # noqa: BLE001 - a full disk must not kill the topic
+        except Exception as exc:
             log.error("topic %s: write-ahead log append failed: %s", self.topic, exc)
             if message.reply_to is not None:
                 self.send(
@@ -323,9 +321,7 @@ class TopicSupervisor(ActorTypeDispatcher):
             lane.counters.error(message.error)
 
     def _status_items(self) -> tuple[tuple[str, int], ...]:
-        return tuple(
-            (entity(self.topic, name), lane.watermark()) for name, lane in self.lanes.items()
-        )
+        return tuple((entity(self.topic, name), lane.watermark()) for name, lane in self.lanes.items())
 
     def _report_status(self) -> None:
         items = []

@@ -23,7 +23,7 @@ import os
 import re
 import secrets
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -113,12 +113,12 @@ def coerce_datetime(value: object) -> datetime:
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+        return datetime.fromtimestamp(float(value), tz=UTC)
     elif isinstance(value, (str, bytes)):
         text = value.decode("utf-8") if isinstance(value, bytes) else value
         text = text.strip()
         try:
-            return datetime.fromtimestamp(float(text), tz=timezone.utc)
+            return datetime.fromtimestamp(float(text), tz=UTC)
         except ValueError:
             pass
         if text.endswith(("Z", "z")):
@@ -130,12 +130,12 @@ def coerce_datetime(value: object) -> datetime:
     else:
         raise ValueError(f"not a timestamp: {type(value).__name__}")
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _new_request_id() -> str:

@@ -18,7 +18,7 @@ import re
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ def summarize(
         since: when given, rows with ``inserted_at`` before it (or without a
             readable one) are left out.
     """
-    until = coerce_datetime(now) if now is not None else datetime.now(timezone.utc)
+    until = coerce_datetime(now) if now is not None else datetime.now(UTC)
     start = coerce_datetime(since) if since is not None else None
     paths: Counter[str] = Counter()
     statuses: Counter[str] = Counter()

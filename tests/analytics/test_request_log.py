@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import attrs
 import pytest
@@ -54,7 +54,7 @@ def test_create_fills_every_field() -> None:
     assert event.session_page_views == 3
     assert event.inserted_at.tzinfo is not None
     assert event.inserted_at.utcoffset() == timedelta(0)
-    assert abs(datetime.now(timezone.utc) - event.inserted_at) < timedelta(minutes=1)
+    assert abs(datetime.now(UTC) - event.inserted_at) < timedelta(minutes=1)
 
 
 def test_request_ids_are_unique() -> None:
@@ -143,7 +143,7 @@ def test_row_round_trip_through_msgpack() -> None:
 
 
 def test_from_row_accepts_stored_timestamps_and_extra_columns() -> None:
-    event = make(inserted_at=datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc))
+    event = make(inserted_at=datetime(2024, 5, 1, 12, 0, tzinfo=UTC))
     row = event.to_row()
     for stored in (
         "2024-05-01T12:00:00+00:00",

@@ -8,13 +8,13 @@ import json
 import logging
 import re
 import socket
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-import tomllib
 
 from datalogger import ConfigError, DataLoggerError, PermanentError
 from datalogger.destinations import _pg_schema
@@ -123,7 +123,7 @@ def test_types_are_inferred_and_new_columns_added(
     schema = unique_name("s")
     schemas.append(schema)
     dest = make(schema=schema, table="m")
-    at = dt.datetime(2024, 5, 1, 12, 30, tzinfo=dt.timezone.utc)
+    at = dt.datetime(2024, 5, 1, 12, 30, tzinfo=dt.UTC)
 
     dest.send_data(
         "x",
