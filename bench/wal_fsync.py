@@ -22,7 +22,7 @@ POLICIES = ("never", "interval", "always")
 
 def run(mode: Mode, chunk_size: int = 100) -> Result:
     """Alternate the three policies; report chunks/s and rows/s of ``log()`` and the ratios."""
-    calls = int(mode.pick(2000, 1000, 20))
+    calls = int(mode.pick(2000, 500, 20))
     rounds = mode.rounds_or(5, 3, 1)
     chunks = chunked(influx_rows(calls * chunk_size), chunk_size)
     result = Result("wal_fsync", mode.name, {"calls": calls, "chunk_size": chunk_size,

@@ -59,11 +59,15 @@ class LaneCounters:
         """Increase counter ``name``."""
         self.values[name] += amount
 
-    def error(self, message: str) -> None:
-        """Remember the last error and when it happened; start the failing clock."""
+    def error(self, message: str, failing: bool = True) -> None:
+        """Remember the last error and when it happened.
+
+        ``failing`` starts the failing clock; rows rejected from a chunk whose
+        other rows were delivered do not: the destination works.
+        """
         self.last_error = message
         self.last_error_at = time.time()
-        if self.failing_since is None:
+        if failing and self.failing_since is None:
             self.failing_since = self.last_error_at
 
     def success(self) -> None:

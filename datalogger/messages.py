@@ -43,6 +43,9 @@ class LogAccepted:
     """The chunk's sequence number within its topic."""
     ref: int = 0
     """The ``ref`` of the :class:`Log` answered."""
+    route: Any = None
+    """The topic's TopicSupervisor: a client may send the topic's next chunks
+    there directly (:class:`DirectLog`), saving the hop through the router."""
 
 
 @attrs.frozen
@@ -481,6 +484,33 @@ class PubSubPeers:
     """RootSupervisor -> PubSub: the PubSub actors of the other live members."""
 
     peers: tuple[Any, ...]
+
+
+@attrs.frozen
+class DirectLog:
+    """Client -> TopicSupervisor: a checked chunk for its topic, answered like :class:`Log`."""
+
+    topic: str
+    rows: list[dict[str, Any]]
+    ref: int = 0
+
+
+@attrs.frozen
+class RouteCheck:
+    """Client -> RootSupervisor: is ``address`` still the TopicSupervisor of ``topic``?"""
+
+    topic: str
+    address: Any
+    ref: int = 0
+
+
+@attrs.frozen
+class RouteStatus:
+    """Reply to :class:`RouteCheck`."""
+
+    topic: str
+    current: bool
+    ref: int = 0
 
 
 @attrs.frozen

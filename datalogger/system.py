@@ -37,6 +37,7 @@ from .config import Config, load_config, resolve_class
 from .exceptions import DataLoggerError, DeliveryTimeout, NotRunning
 from .messages import (
     ConfigureNode,
+    DirectLog,
     FlushReply,
     FlushRequest,
     LastProcessedReply,
@@ -51,6 +52,8 @@ from .messages import (
     ProcessStatusInfoRequest,
     ProcessStatusReset,
     ProcessStatusResetDone,
+    RouteCheck,
+    RouteStatus,
     ShutdownReady,
     ShutdownRequest,
     StatsReply,
@@ -61,6 +64,8 @@ from .validation import normalize_rows, validate_topic
 __all__ = ["DataLogger", "connect", "get_default", "log", "start"]
 
 BASES = ("multiprocTCPBase", "simpleSystemBase")
+ROUTE_PROBE = 1.0
+"""Seconds a direct ``log()`` waits before checking that its route is still alive."""
 
 _default: DataLogger | None = None
 _default_lock = threading.Lock()
@@ -93,6 +98,8 @@ class DataLogger:
         self._closed = False
         self._destinations: dict[str, Any] = {}
         self._batcher: ClientBatcher | None = None
+        self._routes: dict[str, Any] = {}
+        self._batcher_lock = threading.Lock()
 
     @property
     def router(self) -> Any:
@@ -165,17 +172,51 @@ class DataLogger:
         """
         topic = validate_topic(topic)
         rows = normalize_rows(data)
-        reply = self._request(
-            lambda ref: Log(topic, rows, True, ref),
-            (LogAccepted, LogRejected),
-            self.log_timeout if timeout is None else timeout,
-        )
+        wait = self.log_timeout if timeout is None else timeout
+        route = self._routes.get(topic)
+        if route is not None:
+            reply = self._log_direct(topic, rows, route, wait)
+        else:
+            reply = self._request(
+                lambda ref: Log(topic, rows, True, ref), (LogAccepted, LogRejected), wait
+            )
         if isinstance(reply, LogRejected):
             error = getattr(exceptions, reply.error, DataLoggerError)
             if not (isinstance(error, type) and issubclass(error, DataLoggerError)):
                 error = DataLoggerError
             raise error(reply.message)
+        if reply.route is not None:
+            self._routes[topic] = reply.route
         return int(reply.seq)
+
+    def _log_direct(self, topic: str, rows: list[dict[str, Any]], route: Any, timeout: float) -> Any:
+        """Send a chunk straight to the topic's TopicSupervisor (learnt from an earlier answer).
+
+        If no answer comes within :data:`ROUTE_PROBE` seconds, ask the router
+        whether that supervisor is still the topic's; if it is not (it crashed
+        and was restarted), the chunk never reached it: send it through the router.
+        """
+        if self._closed:
+            raise NotRunning("this datalogger handle has been shut down")
+        with self._lock:
+            ref = next(self._refs)
+            deadline = time.monotonic() + timeout
+            self._system.tell(route, DirectLog(topic, rows, ref))
+            probed = False
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeliveryTimeout(f"no answer from the node within {timeout:g}s")
+                reply = self._system.listen(remaining if probed else min(remaining, ROUTE_PROBE))
+                if isinstance(reply, (LogAccepted, LogRejected)) and reply.ref == ref:
+                    return reply
+                if isinstance(reply, RouteStatus) and reply.ref == ref and not reply.current:
+                    self._routes.pop(topic, None)
+                    ref = next(self._refs)
+                    self._system.tell(self._router, Log(topic, rows, True, ref))
+                elif reply is None and not probed:
+                    probed = True
+                    self._system.tell(self._router, RouteCheck(topic, route, ref))
 
     def log_nowait(self, topic: str, data: Any) -> None:
         """Queue ``data`` for ``topic`` in this process and return at once.
@@ -188,9 +229,11 @@ class DataLogger:
         Raises:
             InvalidTopic, InvalidData: as :meth:`log`.
         """
+        if self._closed:
+            raise NotRunning("this datalogger handle has been shut down")
         batcher = self._batcher
         if batcher is None:
-            with self._lock:
+            with self._batcher_lock:  # not self._lock: a request in flight must not block this
                 if self._batcher is None:
                     self._batcher = ClientBatcher(self.log)
                 batcher = self._batcher

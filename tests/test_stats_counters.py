@@ -62,11 +62,6 @@ def test_latency_quantiles_present_and_ordered(mixed: Any) -> None:
     assert dl.stats()["topics"]["red"]["flaky"]["latency_p50"] >= 0.15
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the core counts only attempts that will be retried in 'failed': the last failed "
-    "attempt before a dead letter and a permanent rejection are not counted",
-)
 def test_failed_counts_every_failed_attempt(mixed: Any) -> None:
     dl, _, _ = mixed
     topics = dl.stats()["topics"]

@@ -116,7 +116,11 @@ class DestinationWorker(ActorTypeDispatcher):
 
     def _enqueue(self, seqs: tuple[int, ...], rows: list[dict[str, Any]]) -> None:
         self.queue.append(Job(next(self.ids), seqs, rows))
-        self._pump()
+        assert self.spec is not None
+        if not self.spec.send_async and not self.ticking and len(self.queue) == 1:
+            self._send_head()  # nothing waits: send now, no round trip through a tick
+        else:
+            self._pump()
 
     def _pump(self) -> None:
         assert self.spec is not None
@@ -131,6 +135,9 @@ class DestinationWorker(ActorTypeDispatcher):
     def receiveMsg_WorkerTick(self, message: WorkerTick, sender: Any) -> None:
         """Send the chunk at the head of the queue."""
         self.ticking = False
+        self._send_head()
+
+    def _send_head(self) -> None:
         if not self.queue or self.host is None:
             return
         job = self.queue.popleft()

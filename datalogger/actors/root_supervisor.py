@@ -44,6 +44,8 @@ from ..messages import (
     ProcessStatusSynced,
     PubSubPeers,
     RegistryLocated,
+    RouteCheck,
+    RouteStatus,
     RegistryStart,
     ShutdownReady,
     ShutdownRequest,
@@ -409,6 +411,11 @@ class RootSupervisor(ActorTypeDispatcher):
         gather.waiting.discard(topic)
         if not gather.waiting:
             self._finish(token)
+
+    def receiveMsg_RouteCheck(self, message: RouteCheck, sender: Any) -> None:
+        """Tell a client whether its cached route to a topic is still alive."""
+        current = self.topics.get(message.topic) == message.address and not self.shutting_down
+        self.send(sender, RouteStatus(message.topic, current, message.ref))
 
     def receiveMsg_LastProcessedRequest(self, message: LastProcessedRequest, sender: Any) -> None:
         """Forward to ProcessStatus, which answers the caller."""

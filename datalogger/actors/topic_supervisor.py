@@ -36,6 +36,7 @@ from ..messages import (
     AttemptFailed,
     ChunkSettled,
     DeliverChunk,
+    DirectLog,
     ItemsProcessed,
     LogAccepted,
     LogRejected,
@@ -228,6 +229,13 @@ class TopicSupervisor(ActorTypeDispatcher):
             self.send(address, DeliverChunk(seq, rows))
 
     # ------------------------------------------------------------------ intake
+    def receiveMsg_DirectLog(self, message: DirectLog, sender: Any) -> None:
+        """A chunk sent straight here by a client that learnt this address (rows checked there)."""
+        if self.exiting:
+            self.send(sender, LogRejected("NotRunning", "the node is shutting down", message.ref))
+            return
+        self.receiveMsg_TopicChunk(TopicChunk(self.topic, message.rows, sender, message.ref), sender)
+
     def receiveMsg_TopicChunk(self, message: TopicChunk, sender: Any) -> None:
         """Log a chunk and hand it to every lane, or hold it under ``block``."""
         if self.recovering:
@@ -252,22 +260,22 @@ class TopicSupervisor(ActorTypeDispatcher):
                     LogRejected("DataLoggerError", f"write-ahead log: {exc}", message.ref),
                 )
             return
-        for name, lane in self.lanes.items():
-            self._hand_over(name, lane.offer(seq, message.rows))
         policy = self.config.wal.fsync
-        reply = LogAccepted(self.topic, seq, message.ref)
+        reply = LogAccepted(self.topic, seq, message.ref, self.myAddress)
         if policy == "always":
             if message.reply_to is not None:
                 self.unsynced_replies.append((message.reply_to, reply))
             if not self.wal_sync_pending:
                 self.wal_sync_pending = True
                 self.send(self.myAddress, WalSync())
-            return
+        elif message.reply_to is not None:
+            # Answer before handing the chunk on: the caller waits on this send only.
+            self.send(message.reply_to, reply)
+        for name, lane in self.lanes.items():
+            self._hand_over(name, lane.offer(seq, message.rows))
         if policy == "interval" and not self.wal_timer:
             self.wal_timer = True
             self.wakeupAfter(timedelta(seconds=self.config.wal.fsync_interval), ("wal", 0))
-        if message.reply_to is not None:
-            self.send(message.reply_to, reply)
 
     def receiveMsg_WalSync(self, message: WalSync, sender: Any) -> None:
         """Group commit: one fsync for every chunk appended since the last one."""
@@ -303,8 +311,10 @@ class TopicSupervisor(ActorTypeDispatcher):
         counters.latencies.append(message.latency)
         if message.delivered_rows:
             counters.success()
+        if message.dead_rows:
+            counters.add("failed")  # the attempt that gave up (retried ones were counted already)
         if message.error:
-            counters.error(message.error)
+            counters.error(message.error, failing=message.delivered_rows == 0)
         self._hand_over(message.destination, lane.settle(message.seqs))
         if not self.status_timer and lane.watermark() > self.reported.get(message.destination, 0):
             self.status_timer = True
