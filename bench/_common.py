@@ -159,10 +159,11 @@ class RssSampler:
     each variant gets its own peaks.
     """
 
-    def __init__(self, interval: float = 0.2) -> None:
+    def __init__(self, interval: float = 0.5) -> None:
         self.interval = interval
         self.phase = "idle"
-        self.series: list[tuple[float, str, float, float, int]] = []
+        self.series: list[tuple[float, str, float, float, int, float]] = []
+        """(seconds, phase, node RSS MB, caller RSS MB, node processes, node PSS MB)."""
         self._groups: set[int] = set()
         self._me = psutil.Process(os.getpid())
         self._stop = threading.Event()
@@ -177,18 +178,24 @@ class RssSampler:
                     self._groups.add(os.getpgid(conn.pid))
                 return
 
-    def sample(self) -> tuple[float, float, int]:
-        """(node MB, caller MB, node processes) now."""
-        node = procs = 0
+    def sample(self) -> tuple[float, float, int, float]:
+        """(node RSS MB, caller RSS MB, node processes, node PSS MB) now.
+
+        RSS counts the pages forked processes share once per process; PSS
+        splits them among the sharers, so the PSS sum is the memory really used.
+        """
+        node = procs = pss = 0
         if self._groups:
             for proc in psutil.process_iter():
                 try:
                     if os.getpgid(proc.pid) in self._groups and proc.pid != self._me.pid:
-                        node += proc.memory_info().rss
+                        info = proc.memory_full_info()
+                        node += info.rss
+                        pss += getattr(info, "pss", info.rss)
                         procs += 1
                 except (psutil.Error, OSError):
                     continue
-        return node / MB, self._me.memory_info().rss / MB, procs
+        return node / MB, self._me.memory_info().rss / MB, procs, pss / MB
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -215,15 +222,20 @@ class RssSampler:
             self.phase = before
 
     def _record(self) -> None:
-        node, caller, procs = self.sample()
-        self.series.append((time.monotonic() - self._started, self.phase, node, caller, procs))
+        node, caller, procs, pss = self.sample()
+        self.series.append(
+            (time.monotonic() - self._started, self.phase, node, caller, procs, pss)
+        )
 
     def peaks(self) -> dict[str, dict[str, float]]:
-        """Phase -> {"node": peak MB, "caller": peak MB, "node_procs": most processes}."""
+        """Phase -> peak MB of ``node`` RSS, ``node_pss``, ``caller`` RSS; most ``node_procs``."""
         out: dict[str, dict[str, float]] = {}
-        for _, phase, node, caller, procs in self.series:
-            peak = out.setdefault(phase, {"node": 0.0, "caller": 0.0, "node_procs": 0})
+        for _, phase, node, caller, procs, pss in self.series:
+            peak = out.setdefault(
+                phase, {"node": 0.0, "node_pss": 0.0, "caller": 0.0, "node_procs": 0}
+            )
             peak["node"] = max(peak["node"], round(node, 1))
+            peak["node_pss"] = max(peak["node_pss"], round(pss, 1))
             peak["caller"] = max(peak["caller"], round(caller, 1))
             peak["node_procs"] = max(peak["node_procs"], procs)
         out.pop("idle", None)
@@ -285,6 +297,7 @@ def machine_info() -> dict[str, Any]:
         "memory_gb": round(psutil.virtual_memory().total / 1024**3, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
 
 

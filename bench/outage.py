@@ -116,10 +116,13 @@ def run(mode: Mode) -> Result:
                                 "max_buffered_rows_seen": stats.get("buffered", 0),
                                 "rows": i, "spilled_rows": final.get("spilled", 0)}
     series: dict[str, list[float]] = {}
-    for _, phase, node_mb, _caller, _procs in sampler.series:
+    pss: dict[str, list[float]] = {}
+    for _, phase, node_mb, _caller, _procs, node_pss in sampler.series:
         series.setdefault(phase, []).append(node_mb)
+        pss.setdefault(phase, []).append(node_pss)
     result.extra["rss_series_mb"] = {p: [round(v, 1) for v in s] for p, s in series.items()}
     result.memory = {p: _summary(s) for p, s in series.items() if p != "idle"}
+    result.extra["pss_summary_mb"] = {p: _summary(s) for p, s in pss.items() if p != "idle"}
     result.per_round = {v: [{k: float(x) for k, x in f.items()}] for v, f in figures.items()}
     result.medians = {v: r[0] for v, r in result.per_round.items()}
     down_rss = result.memory.get("outage:down", {})

@@ -16,6 +16,11 @@ from typing import Any
 
 import attrs
 
+
+def _count(value: Any) -> str:
+    """Short repr of a rows field: Thespian formats every message it sends for its debug log."""
+    return f"<{len(value)} rows>" if isinstance(value, list) else f"<{type(value).__name__}>"
+
 # --------------------------------------------------------------------------- public
 
 
@@ -25,7 +30,7 @@ class Log:
 
     topic: str
     """Where the data goes: a name from ``[A-Za-z0-9_.:-]``, 1 to 255 characters."""
-    data: Any
+    data: Any = attrs.field(repr=_count)
     """One row (a dict) or a list of rows."""
     reply: bool = False
     """Answer with :class:`LogAccepted` or :class:`LogRejected` (use with ``ask``)."""
@@ -160,7 +165,7 @@ class TopicChunk:
     """RootSupervisor -> TopicSupervisor: a validated chunk for its topic."""
 
     topic: str
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]] = attrs.field(repr=_count)
     reply_to: Any
     """Address to send :class:`LogAccepted` or :class:`LogRejected` to, or None."""
     ref: int = 0
@@ -182,7 +187,7 @@ class DeliverChunk:
     """TopicSupervisor -> DestinationWorker: send this chunk."""
 
     seq: int
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]] = attrs.field(repr=_count)
 
 
 @attrs.frozen
@@ -225,7 +230,7 @@ class SendChunk:
     spec: Any
     topic: str
     token: int
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]] = attrs.field(repr=_count)
 
 
 @attrs.frozen
@@ -258,6 +263,8 @@ class TopicStatsReply:
     token: int
     topic: str
     stats: dict[str, Any]
+    pid: int = 0
+    """The TopicSupervisor's process id."""
 
 
 @attrs.frozen
@@ -491,7 +498,7 @@ class DirectLog:
     """Client -> TopicSupervisor: a checked chunk for its topic, answered like :class:`Log`."""
 
     topic: str
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]] = attrs.field(repr=_count)
     ref: int = 0
 
 

@@ -202,20 +202,22 @@ class DataLogger:
             ref = next(self._refs)
             deadline = time.monotonic() + timeout
             self._system.tell(route, DirectLog(topic, rows, ref))
-            probed = False
+            direct = True
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise DeliveryTimeout(f"no answer from the node within {timeout:g}s")
-                reply = self._system.listen(remaining if probed else min(remaining, ROUTE_PROBE))
+                reply = self._system.listen(min(remaining, ROUTE_PROBE) if direct else remaining)
                 if isinstance(reply, (LogAccepted, LogRejected)) and reply.ref == ref:
                     return reply
                 if isinstance(reply, RouteStatus) and reply.ref == ref and not reply.current:
+                    # the supervisor died before taking the chunk: go through the router
                     self._routes.pop(topic, None)
+                    direct = False
                     ref = next(self._refs)
                     self._system.tell(self._router, Log(topic, rows, True, ref))
-                elif reply is None and not probed:
-                    probed = True
+                elif reply is None and direct:
+                    # silence: ask again whether the supervisor is alive (a slow one is)
                     self._system.tell(self._router, RouteCheck(topic, route, ref))
 
     def log_nowait(self, topic: str, data: Any) -> None:

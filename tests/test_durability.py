@@ -287,3 +287,18 @@ def test_sigkill_of_the_whole_node_with_conflict_key_is_exactly_once(tmp_path):
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_sigkill_topic_supervisor_restarts_and_replays_from_the_log(tmp_path, start_node):
+    db = tmp_path / "o.db"
+    dl = start_node({"data_dir": str(tmp_path / "s"),
+                     "destinations": {"db": {"type": "sqlite", "path": str(db)}}})
+    acknowledged: list[int] = []
+    for chunk in range(20):
+        rows = [{"id": chunk * 100 + i} for i in range(100)]
+        dl.log("green", rows)  # after the first, sent straight to the topic's supervisor
+        acknowledged.extend(r["id"] for r in rows)
+        if chunk == 10:
+            os.kill(dl.stats()["supervisor_pids"]["green"], signal.SIGKILL)
+    dl.flush(timeout=60)
+    assert set(acknowledged) <= set(sqlite_ids(db, "green"))

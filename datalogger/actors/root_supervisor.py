@@ -336,7 +336,8 @@ class RootSupervisor(ActorTypeDispatcher):
 
     def _stats(self, results: dict[str, Any]) -> dict[str, Any]:
         return {
-            "topics": dict(sorted(results.items())),
+            "topics": {topic: stats for topic, (stats, _) in sorted(results.items())},
+            "supervisor_pids": {topic: pid for topic, (_, pid) in sorted(results.items())},
             "rejected": self.rejected,
             "last_rejection": self.last_rejection,
         }
@@ -372,7 +373,7 @@ class RootSupervisor(ActorTypeDispatcher):
 
     def receiveMsg_TopicStatsReply(self, message: TopicStatsReply, sender: Any) -> None:
         """One topic's counters."""
-        self._arrived(message.token, message.topic, message.stats)
+        self._arrived(message.token, message.topic, (message.stats, message.pid))
 
     def receiveMsg_FlushRequest(self, message: FlushRequest, sender: Any) -> None:
         """Answer once every topic has settled what it accepted so far."""

@@ -419,7 +419,7 @@ class TopicSupervisor(ActorTypeDispatcher):
         """Report the counters of every lane."""
         wal_bytes = self.wal.bytes_on_disk if self.wal is not None else 0
         stats = {name: {**lane.snapshot(), "wal_bytes": wal_bytes} for name, lane in self.lanes.items()}
-        self.send(sender, TopicStatsReply(message.token, self.topic, stats))
+        self.send(sender, TopicStatsReply(message.token, self.topic, stats, os.getpid()))
 
     def receiveMsg_TopicFlushRequest(self, message: TopicFlushRequest, sender: Any) -> None:
         """Answer once every chunk numbered so far is settled."""
