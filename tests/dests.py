@@ -18,6 +18,14 @@ def _append(path: str, record: Any) -> None:
         handle.write(json.dumps(record, default=str) + "\n")
 
 
+def _write_atomic(path: str, text: str) -> None:
+    """Write a file so a reader never sees it half-written."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
 def read_lines(path: str) -> list[Any]:
     """Records appended by ``_append``."""
     if not os.path.exists(path):
@@ -140,8 +148,7 @@ class Pid(Recorder):
 
     def send_data(self, topic: str, data: list[dict[str, Any]]) -> int:
         os.makedirs(self.directory, exist_ok=True)
-        with open(os.path.join(self.directory, f"{topic}.pid"), "w") as handle:
-            handle.write(str(os.getpid()))
+        _write_atomic(os.path.join(self.directory, f"{topic}.pid"), str(os.getpid()))
         return super().send_data(topic, data)
 
 
@@ -167,8 +174,7 @@ class PidSqlite(Destination):
 
     def send_data(self, topic: str, data: list[dict[str, Any]]) -> int:
         os.makedirs(self.pid_dir, exist_ok=True)
-        with open(os.path.join(self.pid_dir, f"{topic}.pid"), "w") as handle:
-            handle.write(str(os.getpid()))
+        _write_atomic(os.path.join(self.pid_dir, f"{topic}.pid"), str(os.getpid()))
         if self.delay:
             time.sleep(self.delay)
         return self.inner.send_data(topic, data)

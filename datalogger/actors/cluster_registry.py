@@ -78,7 +78,7 @@ class ClusterRegistry(ActorTypeDispatcher):
             "pubsub": message.pubsub,
         }
         if changed:
-            log.warning(
+            log.info(
                 "node %s joined (capabilities: %s)", message.node, ", ".join(message.capabilities) or "none"
             )
             self._broadcast()
