@@ -111,6 +111,10 @@ class Lane:
         self.unsettled: set[int] = set()
         self.max_seq = 0
         self.counters = LaneCounters()
+        # Hand-over to the worker: chunks wait here while the worker is busy with
+        # ``window`` groups, then go as one merged group (fewer messages, bigger writes).
+        self.waiting: list[Chunk] = []
+        self.handed_groups: list[set[int]] = []
 
     # ------------------------------------------------------------ spill access
     @property
@@ -183,8 +187,39 @@ class Lane:
         return out
 
     # -------------------------------------------------------------- outcomes
+    # -------------------------------------------------------------- hand-over
+    def queue_handoff(self, chunks: list[Chunk]) -> None:
+        """Chunks to hand to the worker, in order."""
+        self.waiting.extend(chunks)
+
+    def next_group(self, window: int, merge_rows: int) -> list[Chunk]:
+        """The next group to send the worker, or [] while ``window`` groups are out."""
+        if not self.waiting or len(self.handed_groups) >= window:
+            return []
+        group: list[Chunk] = []
+        rows = 0
+        while self.waiting and (not group or rows + len(self.waiting[0][1]) <= merge_rows):
+            chunk = self.waiting.pop(0)
+            group.append(chunk)
+            rows += len(chunk[1])
+        self.handed_groups.append({seq for seq, _ in group})
+        return group
+
+    def released(self, seqs: tuple[int, ...]) -> None:
+        """The worker is done with these chunks (settled, or parked waiting for a retry)."""
+        done = set(seqs)
+        for group in self.handed_groups:
+            group -= done
+        self.handed_groups = [g for g in self.handed_groups if g]
+
+    def reset_handoff(self) -> None:
+        """A new worker: everything unsettled in memory is to be handed over again, in order."""
+        self.handed_groups = []
+        self.waiting = self.resend()
+
     def settle(self, seqs: tuple[int, ...]) -> list[Chunk]:
         """Forget settled chunks; return the chunks that now fit."""
+        self.released(seqs)
         for seq in seqs:
             rows = self.inflight.pop(seq, None)
             if rows is not None:

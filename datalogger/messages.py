@@ -191,6 +191,13 @@ class DeliverChunk:
 
 
 @attrs.frozen
+class DeliverChunks:
+    """TopicSupervisor -> DestinationWorker: several chunks that waited, to send as one."""
+
+    chunks: list[tuple[int, list[dict[str, Any]]]] = attrs.field(repr=_count)
+
+
+@attrs.frozen
 class ChunkSettled:
     """DestinationWorker -> TopicSupervisor: a chunk needs no more work."""
 

@@ -30,6 +30,7 @@ from ..messages import (
     AttemptFailed,
     ChunkSettled,
     DeliverChunk,
+    DeliverChunks,
     SendChunk,
     SendOutcome,
     StartWorker,
@@ -106,6 +107,15 @@ class DestinationWorker(ActorTypeDispatcher):
             self._enqueue(tuple(batch.seqs), batch.rows)
         if delay is not None:
             self.wakeupAfter(timedelta(seconds=delay), ("flush", self.batcher.generation))
+
+    def receiveMsg_DeliverChunks(self, message: DeliverChunks, sender: Any) -> None:
+        """Chunks that waited while this worker was busy: one job (or into the buffer)."""
+        if self.batcher is not None:
+            for seq, rows in message.chunks:
+                self.receiveMsg_DeliverChunk(DeliverChunk(seq, rows), sender)
+            return
+        seqs = tuple(seq for seq, _ in message.chunks)
+        self._enqueue(seqs, [row for _, rows in message.chunks for row in rows])
 
     def receiveMsg_WorkerFlush(self, message: WorkerFlush, sender: Any) -> None:
         """Send buffered rows now."""

@@ -36,6 +36,7 @@ from ..messages import (
     AttemptFailed,
     ChunkSettled,
     DeliverChunk,
+    DeliverChunks,
     DirectLog,
     ItemsProcessed,
     LogAccepted,
@@ -70,6 +71,8 @@ RESTART_BURST = 5
 """Restarts within the window before a restart is delayed."""
 RESTART_DELAY = 1.0
 """Seconds a restart is delayed once the burst is exceeded."""
+MERGE_ROWS = 10_000
+"""Most rows merged into one hand-over to a worker (a single chunk may be larger)."""
 STATUS_EVERY = 0.2
 """Seconds between reports to ProcessStatus (and log clean-ups) while chunks settle."""
 RECOVERY_WAIT = 10.0
@@ -219,14 +222,31 @@ class TopicSupervisor(ActorTypeDispatcher):
                 self.send(old, ActorExitRequest())
             log.warning("topic %s: destination %s moves to %s", self.topic, name, owner)
             self._start_worker(name)
-            self._hand_over(name, lane.resend())
+            lane.reset_handoff()
+            self._push(name)
 
     def _hand_over(self, name: str, chunks: list[tuple[int, list[dict[str, Any]]]]) -> None:
+        lane = self.lanes[name]
+        lane.queue_handoff(chunks)
+        self._push(name)
+
+    def _push(self, name: str) -> None:
+        """Send the worker what waits for it, merged, keeping at most a window of groups out."""
         address = self.workers.get(name)
         if address is None:
-            return  # restarting: the chunks stay in the lane and are resent
-        for seq, rows in chunks:
-            self.send(address, DeliverChunk(seq, rows))
+            return  # restarting: the chunks stay in the lane and are handed over again
+        lane = self.lanes[name]
+        spec = lane.spec
+        # A worker that buffers does its own batching; send_async runs max_in_flight at once.
+        window = 1 << 30 if spec.buffer is not None else (spec.max_in_flight if spec.send_async else 1)
+        while True:
+            group = lane.next_group(window, MERGE_ROWS)
+            if not group:
+                return
+            if len(group) == 1:
+                self.send(address, DeliverChunk(*group[0]))
+            else:
+                self.send(address, DeliverChunks(group))
 
     # ------------------------------------------------------------------ intake
     def receiveMsg_DirectLog(self, message: DirectLog, sender: Any) -> None:
@@ -329,6 +349,8 @@ class TopicSupervisor(ActorTypeDispatcher):
             lane.counters.add("failed")
             lane.counters.add("retried")
             lane.counters.error(message.error)
+            lane.released(message.seqs)  # parked for its retry: later chunks may go
+            self._push(message.destination)
 
     def _status_items(self) -> tuple[tuple[str, int], ...]:
         return tuple((entity(self.topic, name), lane.watermark()) for name, lane in self.lanes.items())
@@ -377,7 +399,8 @@ class TopicSupervisor(ActorTypeDispatcher):
         if self.exiting or name in self.workers:
             return
         self._start_worker(name)
-        self._hand_over(name, self.lanes[name].resend())
+        self.lanes[name].reset_handoff()
+        self._push(name)
 
     # ------------------------------------------------------------------ timers
     def receiveMsg_WakeupMessage(self, message: WakeupMessage, sender: Any) -> None:
