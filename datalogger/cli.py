@@ -21,6 +21,7 @@ from . import __version__, health
 from ._thespian import DEFAULT_ADMIN_PORT, DEFAULT_BIND, port_open
 from .analytics import cli as analytics_cli
 from .config import default_config, load_config
+from .lane import COUNTER_NAMES
 from .exceptions import DataLoggerError
 
 __all__ = ["main"]
@@ -220,16 +221,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 def stats_table(stats: dict[str, Any]) -> Table:
     """A rich table of ``stats()``."""
     table = Table(title="datalogger status")
-    columns = (
-        "received",
-        "delivered",
-        "failed",
-        "retried",
-        "dead_lettered",
-        "spilled",
-        "dropped",
-        "buffered",
-    )
+    columns = (*COUNTER_NAMES, "buffered")
     table.add_column("topic")
     table.add_column("destination")
     for column in columns:

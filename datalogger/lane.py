@@ -26,7 +26,7 @@ from typing import Any
 
 from .config import DestinationSpec
 
-__all__ = ["Chunk", "Lane", "LaneCounters"]
+__all__ = ["COUNTER_NAMES", "Chunk", "Lane", "LaneCounters"]
 
 Chunk = tuple[int, list[dict[str, Any]]]
 """A sequence number and its rows."""
