@@ -21,8 +21,8 @@ from . import __version__, health
 from ._thespian import DEFAULT_ADMIN_PORT, DEFAULT_BIND, port_open
 from .analytics import cli as analytics_cli
 from .config import default_config, load_config
-from .lane import COUNTER_NAMES
 from .exceptions import DataLoggerError
+from .lane import COUNTER_NAMES
 
 __all__ = ["main"]
 
