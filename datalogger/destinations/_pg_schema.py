@@ -234,9 +234,16 @@ def add_columns(
     )
 
 
-def copy_statement(schema: str, table: str, names: Sequence[str]) -> sql.Composed:
-    """``COPY schema.table (names) FROM STDIN`` (text format)."""
-    return sql.SQL("copy {} ({}) from stdin").format(sql.Identifier(schema, table), _names(names))
+def copy_statement(
+    schema: str, table: str, names: Sequence[str], binary: bool = False
+) -> sql.Composed:
+    """``COPY schema.table (names) FROM STDIN``, in text or binary format."""
+    return sql.SQL("copy {} ({}) from stdin{}").format(
+        sql.Identifier(schema, table), _names(names), _FORMAT[binary]
+    )
+
+
+_FORMAT = {False: sql.SQL(""), True: sql.SQL(" (format binary)")}
 
 
 def default_row(schema: str, table: str) -> sql.Composed:
@@ -245,29 +252,29 @@ def default_row(schema: str, table: str) -> sql.Composed:
 
 
 def staged_insert(
-    schema: str, table: str, names: Sequence[str], conflict_key: Sequence[str]
+    schema: str, table: str, names: Sequence[str], conflict_key: Sequence[str], stage: str
 ) -> tuple[sql.Composed, sql.Composed, sql.Composed, sql.Composed]:
-    """The statements of an idempotent write through a temporary staging table.
+    """The statements of an idempotent write through the temporary table ``stage``.
 
     Returns:
-        ``(create stage, copy into stage, insert ... on conflict do nothing, drop stage)``.
-        The stage has only ``names``, without constraints, so the target's
-        defaults and constraints apply at the ``INSERT``.
+        ``(create stage, copy into stage, binary copy into stage, insert ...
+        on conflict do nothing)``. The stage is created once per connection
+        (``on commit delete rows`` empties it after each transaction) with
+        only ``names``, without constraints, so the target's defaults and
+        constraints apply at the ``INSERT``.
     """
     target = sql.Identifier(schema, table)
+    staged = sql.Identifier("pg_temp", stage)
     cols = _names(names)
     create = sql.SQL(
-        "create temp table {} on commit drop as select {} from {} with no data"
-    ).format(_STAGE, cols, target)
-    copy = sql.SQL("copy {} ({}) from stdin").format(_STAGE, cols)
+        "create temp table if not exists {} on commit delete rows as select {} from {} with no data"
+    ).format(sql.Identifier(stage), cols, target)
+    copy = sql.SQL("copy {} ({}) from stdin").format(staged, cols)
+    copy_binary = sql.SQL("copy {} ({}) from stdin (format binary)").format(staged, cols)
     insert = sql.SQL("insert into {} ({}) select {} from {} on conflict ({}) do nothing").format(
-        target, cols, cols, _STAGE, _names(conflict_key)
+        target, cols, cols, staged, _names(conflict_key)
     )
-    drop = sql.SQL("drop table {}").format(_STAGE)
-    return create, copy, insert, drop
-
-
-_STAGE = sql.Identifier("pg_temp", "_datalogger_stage")
+    return create, copy, copy_binary, insert
 
 
 def _names(names: Iterable[str]) -> sql.Composed:

@@ -16,20 +16,21 @@ listing only those rows, after the other rows were written.
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import math
+import struct
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import attrs
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.types.json import Jsonb
 
 from ..exceptions import ConfigError, DataLoggerError, PermanentError
+from . import _pg_copy as cp
 from . import _pg_schema as pg
 from .base import Destination, Rows
 
@@ -39,31 +40,25 @@ mask_dsn = pg.mask_dsn
 
 log = logging.getLogger(__name__)
 
-#: Errors caused by the rows themselves: the rows are isolated and rejected.
-_ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError, pg_errors.DatatypeMismatch)
+_ROW_ERRORS = cp.ROW_ERRORS
 #: Errors saying the table we remembered changed under us: forget it, retry once.
 _STALE_ERRORS = (pg_errors.UndefinedTable, pg_errors.UndefinedColumn, pg_errors.InvalidSchemaName)
+#: Errors of a first, savepoint-free attempt after which the chunk is written
+#: again the careful way (text COPY, bad rows isolated in savepoints).
+_RETRY_CAREFULLY = (
+    *_ROW_ERRORS,
+    psycopg.ProgrammingError,
+    TypeError,
+    ValueError,
+    OverflowError,
+    struct.error,
+)
 #: Errors from a concurrent CREATE of the same schema or table: harmless.
 _RACE_ERRORS = (pg_errors.UniqueViolation, pg_errors.DuplicateTable, pg_errors.DuplicateSchema)
 
 
 class PostgresUnavailable(DataLoggerError):
     """PostgreSQL could not be reached or dropped the connection: the chunk is retried."""
-
-
-@attrs.define
-class _Report:
-    """What one delivery attempt did: rows written, rows rejected and why."""
-
-    written: int = 0
-    bad: list[Any] = attrs.field(factory=list)
-    reason: str | None = None
-
-    def reject(self, row: Any, reason: str) -> None:
-        """Record ``row`` as bad; the first reason is kept for the error message."""
-        self.bad.append(row)
-        if self.reason is None:
-            self.reason = reason
 
 
 class PostgresDestination(Destination):
@@ -124,6 +119,9 @@ class PostgresDestination(Destination):
         self._application_name = application_name or f"datalogger-{uuid.uuid4().hex[:12]}"
         self._conn: psycopg.Connection[Any] | None = None
         self._tables: dict[tuple[str, str], dict[str, str]] = {}
+        self._checked: dict[tuple[Any, ...], str | None] = {}  # key set -> problem
+        self._statements: dict[tuple[Any, ...], tuple[str, ...]] = {}  # this connection's SQL text
+        self._stages: set[str] = set()  # staging tables made on this connection
 
     def __repr__(self) -> str:
         return (
@@ -147,16 +145,22 @@ class PostgresDestination(Destination):
         schema = pg.target_name("schema", self._schema, topic)
         table = pg.target_name("table", self._table, topic)
         rows = list(data)
-        report = _Report()
-        good = []
+        report = cp.Report()
+        good: dict[tuple[Any, ...], Rows] = {}  # rows by their keys, in order
         for row in rows:
-            problem = self._row_problem(row)
-            if problem is None:
-                good.append(row)
-            else:
+            if not isinstance(row, dict):
+                report.reject(row, f"row is a {type(row).__name__}, not a dict")
+                continue
+            keys = tuple(row)
+            problem = self._row_problem(keys, row)
+            if problem is not None:
                 report.reject(row, problem)
+            elif keys in good:
+                good[keys].append(row)
+            else:
+                good[keys] = [row]
         if good:
-            delivered = self._deliver_retrying(schema, table, good)
+            delivered = self._deliver_retrying(schema, table, good, rows)
             report.written = delivered.written
             for row in delivered.bad:
                 report.reject(row, delivered.reason or "rejected")
@@ -174,6 +178,8 @@ class PostgresDestination(Destination):
         """Close the connection; the next :meth:`send_data` opens a new one."""
         conn, self._conn = self._conn, None
         self._tables.clear()
+        self._statements.clear()
+        self._stages.clear()
         if conn is not None:
             try:
                 conn.close()
@@ -200,12 +206,14 @@ class PostgresDestination(Destination):
             ) from exc
         return self._conn, False
 
-    def _deliver_retrying(self, schema: str, table: str, rows: Rows) -> _Report:
+    def _deliver_retrying(
+        self, schema: str, table: str, by_keys: Mapping[tuple[str, ...], Rows], chunk: Rows
+    ) -> cp.Report:
         """Deliver, reconnecting once if a kept connection turned out broken."""
         for attempt in (1, 2):
             conn, reused = self._connect()
             try:
-                return self._deliver(conn, schema, table, rows)
+                return self._deliver(conn, schema, table, by_keys, chunk)
             except (psycopg.OperationalError, psycopg.InterfaceError, psycopg.InternalError) as exc:
                 broken = conn.closed or conn.broken
                 if broken:
@@ -218,6 +226,7 @@ class PostgresDestination(Destination):
                 ) from exc
             except _STALE_ERRORS as exc:
                 self._tables.pop((schema, table), None)
+                self._stages.clear()
                 if attempt == 1:
                     continue
                 raise ConfigError(
@@ -237,53 +246,102 @@ class PostgresDestination(Destination):
 
     # -- writing -------------------------------------------------------------
 
-    def _row_problem(self, row: Any) -> str | None:
-        """Why ``row`` can never be written, checked before touching the database."""
-        if not isinstance(row, dict):
-            return f"row is a {type(row).__name__}, not a dict"
-        for name in row:
-            problem = pg.column_name_problem(name)
-            if problem is not None:
-                return problem
+    def _row_problem(self, keys: tuple[Any, ...], row: dict[Any, Any]) -> str | None:
+        """Why ``row`` (with ``keys``) can never be written, checked before touching the database.
+
+        Column names are checked once per distinct key set.
+        """
+        try:
+            problem = self._checked[keys]
+        except KeyError:
+            problem = next(filter(None, map(pg.column_name_problem, keys)), None)
+            if len(self._checked) >= _MAX_CACHED:
+                self._checked.clear()
+            self._checked[keys] = problem
+        if problem is not None:
+            return problem
         for name in self._conflict_key:
             if row.get(name) is None:
                 return f"row has no value for the conflict_key column {name!r}"
         return None
 
     def _deliver(
-        self, conn: psycopg.Connection[Any], schema: str, table: str, rows: Rows
-    ) -> _Report:
-        """Make sure the table fits ``rows``, then write them, isolating bad rows."""
-        types = self._ensure_table(conn, schema, table, rows)
-        report = _Report()
-        writable = []
-        for row in rows:
-            unknown = [name for name in row if name not in types]
-            if unknown:
+        self,
+        conn: psycopg.Connection[Any],
+        schema: str,
+        table: str,
+        by_keys: Mapping[tuple[str, ...], Rows],
+        chunk: Rows,
+    ) -> cp.Report:
+        """Make sure the table fits the rows, then write them, isolating bad rows.
+
+        ``by_keys`` holds the rows of ``chunk`` to write, grouped by their keys.
+
+        The first attempt is one transaction (a lone COPY needs no BEGIN); only
+        when it fails on the data are the rows written again in savepoints.
+        """
+        rows = [row for group in by_keys.values() for row in group]
+        names = list(dict.fromkeys(name for keys in by_keys for name in keys))
+        types = self._ensure_table(conn, schema, table, rows, names)
+        report = cp.Report()
+        fitting: dict[tuple[str, ...], Rows] = {}
+        for keys, group in by_keys.items():
+            unknown = [name for name in keys if name not in types]
+            if not unknown:
+                fitting[keys] = group
+                continue
+            for row in group:
                 report.reject(row, f'no column {unknown[0]!r} in "{schema}"."{table}"')
-            else:
-                writable.append(row)
-        if writable:
+        if not fitting:
+            return report
+        writable = [row for group in fitting.values() for row in group]
+        if len(fitting) > 1:  # back in chunk order
+            position = {id(row): index for index, row in enumerate(chunk)}
+            writable.sort(key=lambda row: position[id(row)])
+        groups = cp.merge(fitting, writable)
+        if self._conflict_key:
+            self._make_stages(conn, schema, table, types, groups)
+        try:
+            report.written = self._write(conn, schema, table, types, groups, fast=True)
+            return report
+        except _RETRY_CAREFULLY as exc:
+            if isinstance(exc, psycopg.Error) and exc.sqlstate is not None:
+                if not isinstance(exc, _ROW_ERRORS):  # from the server: not about a value
+                    raise
+            log.debug('retrying "%s"."%s" row by row: %s', schema, table, self._scrub(exc))
 
-            def write(part: Rows) -> int:
-                return self._write(conn, schema, table, types, part)
+        def write(part: Rows) -> int:
+            return self._write(conn, schema, table, types, cp.group(part), fast=False)
 
-            with conn.transaction():
-                report.written = _isolate(conn, write, writable, report)
+        with conn.transaction():
+            report.written = cp.isolate(conn, write, writable, report)
         return report
 
     def _ensure_table(
-        self, conn: psycopg.Connection[Any], schema: str, table: str, rows: Rows
+        self,
+        conn: psycopg.Connection[Any],
+        schema: str,
+        table: str,
+        rows: Rows,
+        names: Sequence[str],
     ) -> dict[str, str]:
-        """Column name -> type of the table, creating it and new columns if allowed."""
+        """Column name -> type of the table, creating it and new columns if allowed.
+
+        What was learnt is kept per table: a steady-state chunk asks nothing;
+        an unknown column makes it look at the catalog again.
+        """
         key = (schema, table)
-        types = self._tables.get(key) or pg.load_columns(conn, schema, table)
+        types = self._tables.get(key)
+        if types is not None and any(name not in types for name in names):
+            types = None  # a new column: maybe added by someone else
+        if types is None:
+            types = pg.load_columns(conn, schema, table)
         if types is None:
             if not self._auto_create:
                 raise ConfigError(
                     f'table "{schema}"."{table}" does not exist and auto_create is false'
                 )
-            wanted = self._columns or pg.infer_columns(rows, _names(rows))
+            wanted = self._columns or pg.infer_columns(rows, names)
             try:
                 with conn.transaction():
                     pg.create_schema(conn, schema)
@@ -292,7 +350,7 @@ class PostgresDestination(Destination):
                 log.debug('"%s"."%s" was created concurrently', schema, table)
             types = pg.load_columns(conn, schema, table) or dict(wanted)
             log.info('created table "%s"."%s" with columns %s', schema, table, types)
-        missing = [name for name in _names(rows) if name not in types]
+        missing = [name for name in names if name not in types]
         if missing and self._auto_create:
             added = pg.infer_columns(rows, missing)
             with conn.transaction():
@@ -302,18 +360,81 @@ class PostgresDestination(Destination):
         self._tables[key] = types
         return types
 
+    def _sql(
+        self,
+        conn: psycopg.Connection[Any],
+        key: tuple[Any, ...],
+        make: Callable[[], Sequence[sql.Composable]],
+    ) -> tuple[str, ...]:
+        """The SQL text of the statements ``make()`` returns, composed once per connection."""
+        texts = self._statements.get(key)
+        if texts is None:
+            if len(self._statements) >= _MAX_CACHED:
+                self._statements.clear()
+            texts = self._statements[key] = tuple(part.as_string(conn) for part in make())
+        return texts
+
+    def _staged(
+        self,
+        conn: psycopg.Connection[Any],
+        schema: str,
+        table: str,
+        types: Mapping[str, str],
+        names: Sequence[str],
+    ) -> tuple[str, tuple[str, ...]]:
+        """The staging table of ``names`` and its statements (create, copy, binary copy, insert)."""
+        stage = cp.stage_name(schema, table, [(name, types[name]) for name in names])
+        key = ("stage", schema, table, stage)
+        make = functools.partial(pg.staged_insert, schema, table, names, self._conflict_key, stage)
+        return stage, self._sql(conn, key, make)
+
+    def _make_stages(
+        self,
+        conn: psycopg.Connection[Any],
+        schema: str,
+        table: str,
+        types: Mapping[str, str],
+        groups: Mapping[frozenset[str], Rows],
+    ) -> None:
+        """Create, outside any transaction, the staging tables not made yet on this connection."""
+        for keys in groups:
+            names = [name for name in types if name in keys]
+            if not names:
+                continue
+            stage, texts = self._staged(conn, schema, table, types, names)
+            if stage not in self._stages:
+                conn.execute(texts[0])
+                self._stages.add(stage)
+
     def _write(
         self,
         conn: psycopg.Connection[Any],
         schema: str,
         table: str,
         types: Mapping[str, str],
-        rows: Rows,
+        groups: Mapping[frozenset[str], Rows],
+        fast: bool,
     ) -> int:
-        """COPY ``rows``, one COPY per set of keys so missing keys get the column default."""
-        groups: dict[frozenset[str], Rows] = {}
-        for row in rows:
-            groups.setdefault(frozenset(row), []).append(row)
+        """COPY ``groups``, one COPY per set of keys so missing keys get the column default.
+
+        With ``fast`` the groups go in one transaction of their own (none for
+        a lone COPY) and in binary when every value suits its column;
+        otherwise text COPYs run in the caller's transaction.
+        """
+        if fast and (len(groups) > 1 or self._conflict_key or frozenset() in groups):
+            with conn.transaction():
+                return self._write_groups(conn, schema, table, types, groups, fast)
+        return self._write_groups(conn, schema, table, types, groups, fast)
+
+    def _write_groups(
+        self,
+        conn: psycopg.Connection[Any],
+        schema: str,
+        table: str,
+        types: Mapping[str, str],
+        groups: Mapping[frozenset[str], Rows],
+        fast: bool,
+    ) -> int:
         written = 0
         with conn.cursor() as cur:
             for keys, group in groups.items():
@@ -323,73 +444,29 @@ class PostgresDestination(Destination):
                         cur.execute(pg.default_row(schema, table))
                     written += len(group)
                     continue
+                adapters, binary = cp.plan(group, names, types, fast)
                 if not self._conflict_key:
-                    _copy(cur, pg.copy_statement(schema, table, names), names, types, group)
+                    in_binary = binary is not None
+                    (statement,) = self._sql(
+                        conn,
+                        ("copy", schema, table, tuple(names), in_binary),
+                        lambda: (pg.copy_statement(schema, table, names, in_binary),),  # noqa: B023
+                    )
+                    cp.copy_rows(cur, statement, names, adapters, binary, group)
                     written += len(group)
                     continue
-                create, copy, insert, drop = pg.staged_insert(
-                    schema, table, names, self._conflict_key
+                stage, (_, copy, copy_binary, insert) = self._staged(
+                    conn, schema, table, types, names
                 )
-                cur.execute(create)
-                _copy(cur, copy, names, types, group)
+                cp.copy_rows(
+                    cur, copy if binary is None else copy_binary, names, adapters, binary, group
+                )
                 cur.execute(insert)
                 written += max(cur.rowcount, 0)
-                cur.execute(drop)
+                if not fast:  # more parts follow in this transaction: empty the stage
+                    cur.execute(f'delete from pg_temp."{stage}"')
         return written
 
 
-def _isolate(
-    conn: psycopg.Connection[Any], write: Callable[[Rows], int], rows: Rows, report: _Report
-) -> int:
-    """Write ``rows`` in a savepoint; on a data error split them in two and recurse.
-
-    A row that fails alone is recorded in ``report`` as bad. Returns the number
-    of rows written.
-    """
-    try:
-        with conn.transaction():
-            return write(rows)
-    except _ROW_ERRORS as exc:
-        if len(rows) == 1:
-            report.reject(rows[0], str(exc))
-            return 0
-    except psycopg.ProgrammingError as exc:
-        if exc.sqlstate is not None:  # from the server: not about one value
-            raise
-        if len(rows) == 1:  # "cannot adapt type": a value psycopg cannot send
-            report.reject(rows[0], str(exc))
-            return 0
-    half = len(rows) // 2
-    return _isolate(conn, write, rows[:half], report) + _isolate(conn, write, rows[half:], report)
-
-
-def _copy(
-    cur: psycopg.Cursor[Any],
-    statement: Any,
-    names: Sequence[str],
-    types: Mapping[str, str],
-    rows: Rows,
-) -> None:
-    with cur.copy(statement) as copy:
-        for row in rows:
-            copy.write_row([_adapt(row[name], types[name]) for name in names])
-
-
-def _adapt(value: Any, sql_type: str) -> Any:
-    """Wrap JSON-like values (and anything bound for a json column) as ``Jsonb``."""
-    if value is None:
-        return None
-    if sql_type.startswith("json") or isinstance(value, (dict, tuple)):
-        return Jsonb(value, dumps=_json_dumps)
-    if isinstance(value, list) and not sql_type.endswith("]"):
-        return Jsonb(value, dumps=_json_dumps)
-    return value
-
-
-def _json_dumps(value: Any) -> str:
-    return json.dumps(value, default=str)
-
-
-def _names(rows: Rows) -> list[str]:
-    """Every key of ``rows``, in order of first appearance."""
-    return list(dict.fromkeys(name for row in rows for name in row))
+#: Bound of the per-destination caches of key sets and statements.
+_MAX_CACHED = 4096

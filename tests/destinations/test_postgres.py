@@ -430,3 +430,64 @@ def test_the_documented_options_match_the_signature() -> None:
     for name, parameter in parameters.items():
         if parameter.default is not None and name != "application_name":
             assert rows[name].strip() == f"`{json.dumps(parameter.default)}`", name
+
+
+# ---- the fast write path: binary and text COPY, caches
+
+
+def test_binary_and_text_copies_store_the_same_values(
+    make: Make, admin: psycopg.Connection[Any], schemas: list[str]
+) -> None:
+    schema = unique_name("bin")
+    schemas.append(schema)
+    dest = make(schema=schema, table="t")
+    aware = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    plain = [{"i": 1, "f": 1.5, "s": "a", "b": True, "ts": aware, "j": {"k": [1, 2]}}]  # binary-able
+    mixed = [{"i": 2, "f": 2.5, "s": "b", "b": False, "ts": aware, "j": {"k": "x"}, "extra": None}]
+    assert dest.send_data("t", plain) == 1
+    assert dest.send_data("t", mixed) == 1
+    rows = fetch(admin, f'select i, f, s, b, ts, j from "{schema}"."t" order by i')
+    assert rows == [(1, 1.5, "a", True, aware, {"k": [1, 2]}), (2, 2.5, "b", False, aware, {"k": "x"})]
+
+
+def test_int_too_large_for_an_integer_column_is_rejected_not_mangled(
+    make: Make, admin: psycopg.Connection[Any], schemas: list[str]
+) -> None:
+    schema = unique_name("ovf")
+    schemas.append(schema)
+    dest = make(schema=schema, table="t", columns={"id": "bigint", "small": "integer"})
+    with pytest.raises(PermanentError) as caught:
+        dest.send_data("t", [{"id": 1, "small": 5}, {"id": 2, "small": 2**40}])
+    assert caught.value.rows == [{"id": 2, "small": 2**40}]
+    assert fetch(admin, f'select id, small from "{schema}"."t"') == [(1, 5)]
+
+
+def test_a_column_added_by_someone_else_is_found_without_auto_create(
+    make: Make, admin: psycopg.Connection[Any], schemas: list[str]
+) -> None:
+    schema = unique_name("add")
+    schemas.append(schema)
+    admin.execute(f'create schema "{schema}"')
+    admin.execute(f'create table "{schema}"."t" (id bigint)')
+    dest = make(schema=schema, table="t", auto_create=False)
+    assert dest.send_data("t", [{"id": 1}]) == 1
+    admin.execute(f'alter table "{schema}"."t" add column note text')
+    assert dest.send_data("t", [{"id": 2, "note": "later"}]) == 1
+    assert fetch(admin, f'select id, note from "{schema}"."t" order by id') == [(1, None), (2, "later")]
+
+
+def test_conflict_key_still_works_after_a_reconnect(
+    make: Make, admin: psycopg.Connection[Any], schemas: list[str]
+) -> None:
+    schema = unique_name("rc")
+    schemas.append(schema)
+    app = unique_name("app")
+    dest = make(schema=schema, table="k", conflict_key=["id"], application_name=app)
+    chunk = [{"id": i, "v": i} for i in range(20)]
+    assert dest.send_data("k", chunk) == 20
+    admin.execute(
+        "select pg_terminate_backend(pid) from pg_stat_activity where application_name = %s",
+        [app],
+    )
+    assert dest.send_data("k", [*chunk, {"id": 20, "v": 20}]) == 1
+    assert count(admin, schema, "k") == 21
