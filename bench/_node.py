@@ -188,3 +188,12 @@ def influx_count(database: str, measurement: str, expected: int, wait: float = 1
             if found >= expected or time.monotonic() > deadline:
                 return found
             time.sleep(0.2)
+
+
+def log_chunks(dl: datalogger.DataLogger, topic: str, chunks: list[Chunk]) -> float:
+    """Seconds to log every chunk and flush it into the destination."""
+    started = time.perf_counter()
+    for chunk in chunks:
+        dl.log(topic, chunk)
+    dl.flush(timeout=600.0)
+    return time.perf_counter() - started

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 
-import datalogger
 from datalogger.influx_client import InfluxHTTP
 from datalogger.lineprotocol import encode_rows
 
@@ -26,20 +25,12 @@ from ._node import (
     influx_destination,
     influx_drop,
     influx_rows,
+    log_chunks,
     node,
     unique,
 )
 
 TARGET = 0.8
-
-
-def log_chunks(dl: datalogger.DataLogger, topic: str, chunks: list[Chunk]) -> float:
-    """Seconds to log every chunk and flush it into InfluxDB."""
-    started = time.perf_counter()
-    for chunk in chunks:
-        dl.log(topic, chunk)
-    dl.flush(timeout=600.0)
-    return time.perf_counter() - started
 
 
 def write_chunks(client: InfluxHTTP, measurement: str, chunks: list[Chunk]) -> float:

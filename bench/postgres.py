@@ -13,8 +13,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import datalogger
-
 from ._common import (
     Metrics,
     Mode,
@@ -30,6 +28,7 @@ from ._node import (
     PG_COLUMNS,
     Chunk,
     chunked,
+    log_chunks,
     node,
     pg_connect,
     pg_count,
@@ -40,15 +39,6 @@ from ._node import (
 )
 
 TARGET = 0.8
-
-
-def log_chunks(dl: datalogger.DataLogger, topic: str, chunks: list[Chunk]) -> float:
-    """Seconds to log every chunk and flush it into the destination."""
-    started = time.perf_counter()
-    for chunk in chunks:
-        dl.log(topic, chunk)
-    dl.flush(timeout=600.0)
-    return time.perf_counter() - started
 
 
 def copy_chunks(conn: Any, table: str, chunks: list[Chunk]) -> float:
