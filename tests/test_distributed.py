@@ -227,8 +227,15 @@ def test_placement_by_capability_puts_influxdb_only_on_its_node(tmp_path, nodes,
                 handle.log(f"m{t}", rows)
         for handle in handles:
             handle.flush(timeout=60)
-        members = {m["node"]: m for m in admin.nodes()}
         influx_node = f"127.0.0.1:{nodes[2].port}"
+        # Placement reports reach the registry after the rows: give them a moment.
+        deadline = time.monotonic() + 15
+        while True:
+            members = {m["node"]: m for m in admin.nodes()}
+            held = [p for p in members.get(influx_node, {}).get("holds", []) if p.endswith("/influx")]
+            if len(held) == 6 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         for node, member in members.items():
             influx_pairs = [p for p in member["holds"] if p.endswith("/influx")]
             if node == influx_node:
