@@ -146,16 +146,22 @@ def start_cluster(
     return nodes
 
 
-def wait_members(node: Node, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
-    handle = node.handle()
+def wait_nodes(
+    handle: datalogger.DataLogger, ready: Any, what: str, timeout: float = 20.0
+) -> list[dict[str, Any]]:
+    """Poll ``handle.nodes()`` until ``ready(members)``; fail naming ``what`` was awaited."""
     deadline = time.time() + timeout
     members: list[dict[str, Any]] = []
     while time.time() < deadline:
         members = handle.nodes()
-        if len(members) == count:
+        if ready(members):
             return members
         time.sleep(0.2)
-    raise AssertionError(f"expected {count} members, have {members}")
+    raise AssertionError(f"expected {what}, have {members}")
+
+
+def wait_members(node: Node, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+    return wait_nodes(node.handle(), lambda members: len(members) == count, f"{count} members", timeout)
 
 
 def log_rows(handle: datalogger.DataLogger, node: int, topics: int, chunks: int, size: int) -> set[str]:
@@ -229,13 +235,12 @@ def test_placement_by_capability_puts_influxdb_only_on_its_node(tmp_path, nodes,
             handle.flush(timeout=60)
         influx_node = f"127.0.0.1:{nodes[2].port}"
         # Placement reports reach the registry after the rows: give them a moment.
-        deadline = time.monotonic() + 15
-        while True:
-            members = {m["node"]: m for m in admin.nodes()}
-            held = [p for p in members.get(influx_node, {}).get("holds", []) if p.endswith("/influx")]
-            if len(held) == 6 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        def influx_placed(found: list[dict[str, Any]]) -> bool:
+            return any(m["node"] == influx_node and sum(p.endswith("/influx") for p in m["holds"]) == 6
+                       for m in found)
+
+        placed = wait_nodes(admin, influx_placed, f"6 InfluxDB workers on {influx_node}", 15)
+        members = {m["node"]: m for m in placed}
         for node, member in members.items():
             influx_pairs = [p for p in member["holds"] if p.endswith("/influx")]
             if node == influx_node:
