@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from datalogger.wal import WriteAheadLog
@@ -299,6 +300,12 @@ def test_sigkill_topic_supervisor_restarts_and_replays_from_the_log(tmp_path, st
         dl.log("green", rows)  # after the first, sent straight to the topic's supervisor
         acknowledged.extend(r["id"] for r in rows)
         if chunk == 10:
-            os.kill(dl.stats()["supervisor_pids"]["green"], signal.SIGKILL)
+            supervisor = psutil.Process(dl.stats()["supervisor_pids"]["green"])
+            old_workers = supervisor.children()
+            assert old_workers, "the topic's supervisor has no worker process"
+            supervisor.send_signal(signal.SIGKILL)
     dl.flush(timeout=60)
     assert set(acknowledged) <= set(sqlite_ids(db, "green"))
+    # The killed supervisor's worker notices that its parent is gone and exits.
+    _, alive = psutil.wait_procs(old_workers, timeout=15)
+    assert not alive, f"orphaned worker processes still running: {[p.pid for p in alive]}"

@@ -45,6 +45,8 @@ log = logging.getLogger("datalogger.worker")
 
 SEND_EXIT_GRACE = 2.0
 """Seconds a SendActor that exited may still have its outcome in transit."""
+PARENT_CHECK_EVERY = 2.0
+"""Seconds between checks that the process that started this worker is still alive."""
 
 
 @attrs.define
@@ -82,6 +84,7 @@ class DestinationWorker(ActorTypeDispatcher):
         self.exited: set[int] = set()
         self.ticking = False
         self.ids = itertools.count(1)
+        self.parent_pid = os.getppid()
 
     # ------------------------------------------------------------------ setup
     def receiveMsg_StartWorker(self, message: StartWorker, sender: Any) -> None:
@@ -95,6 +98,7 @@ class DestinationWorker(ActorTypeDispatcher):
         buffer = message.spec.buffer
         if buffer is not None:
             self.batcher = Batcher(buffer.max_size, buffer.interval, buffer.jitter)
+        self.wakeupAfter(timedelta(seconds=PARENT_CHECK_EVERY), ("parent", 0))
 
     # ------------------------------------------------------------------ intake
     def receiveMsg_DeliverChunk(self, message: DeliverChunk, sender: Any) -> None:
@@ -256,9 +260,11 @@ class DestinationWorker(ActorTypeDispatcher):
 
     # ------------------------------------------------------------------ timers
     def receiveMsg_WakeupMessage(self, message: WakeupMessage, sender: Any) -> None:
-        """Retry timers, buffer timers and SendActor exit checks."""
+        """Retry timers, buffer timers, SendActor exit checks and the parent check."""
         kind, value = message.payload
-        if kind == "retry":
+        if kind == "parent":
+            self._check_parent()
+        elif kind == "retry":
             job = self.waiting.pop(value, None)
             if job is not None:
                 self.queue.appendleft(job)
@@ -274,6 +280,20 @@ class DestinationWorker(ActorTypeDispatcher):
                 crash = RuntimeError(f"SendActor for topic {self.topic} exited without reporting")
                 self._outcome(entry[1], Attempt(ok=False, error=crash))
                 self._pump()
+
+    def _check_parent(self) -> None:
+        """Exit if the process that forked this worker is gone (it was killed with SIGKILL).
+
+        Thespian tells a parent when a child dies, not a child when its parent dies: an
+        orphaned worker would live on beside the one the restarted supervisor starts. Its
+        unsettled chunks are in the topic's write-ahead log, which the new supervisor replays.
+        """
+        if os.getppid() != self.parent_pid:
+            log.warning("worker %s/%s: its supervisor's process is gone; exiting",
+                        self.topic, self.spec.name if self.spec else "?")
+            self.send(self.myAddress, ActorExitRequest())
+            return
+        self.wakeupAfter(timedelta(seconds=PARENT_CHECK_EVERY), ("parent", 0))
 
     # ------------------------------------------------------------------ shutdown
     def receiveMsg_ActorExitRequest(self, message: ActorExitRequest, sender: Any) -> None:
