@@ -113,8 +113,11 @@ class Lane:
         self.counters = LaneCounters()
         # Hand-over to the worker: chunks wait here while the worker is busy with
         # ``window`` groups, then go as one merged group (fewer messages, bigger writes).
-        self.waiting: list[Chunk] = []
+        self.waiting: deque[Chunk] = deque()
+        self.waiting_rows = 0
         self.handed_groups: list[set[int]] = []
+        self.last_handoff = float("-inf")
+        """``time.monotonic()`` of the last group handed over (for ``linger``)."""
 
     # ------------------------------------------------------------ spill access
     @property
@@ -191,6 +194,17 @@ class Lane:
     def queue_handoff(self, chunks: list[Chunk]) -> None:
         """Chunks to hand to the worker, in order."""
         self.waiting.extend(chunks)
+        self.waiting_rows += sum(len(rows) for _, rows in chunks)
+
+    def linger_left(self, now: float, merge_rows: int) -> float:
+        """Seconds the waiting chunks should still wait to be merged (0: hand them over now).
+
+        The first chunk after a quiet spell goes at once; after that, groups go at most
+        one per ``linger`` seconds, or as soon as ``merge_rows`` rows wait.
+        """
+        if not self.waiting or self.waiting_rows >= merge_rows:
+            return 0.0
+        return max(0.0, self.last_handoff + self.spec.linger - now)
 
     def next_group(self, window: int, merge_rows: int) -> list[Chunk]:
         """The next group to send the worker, or [] while ``window`` groups are out."""
@@ -199,9 +213,10 @@ class Lane:
         group: list[Chunk] = []
         rows = 0
         while self.waiting and (not group or rows + len(self.waiting[0][1]) <= merge_rows):
-            chunk = self.waiting.pop(0)
+            chunk = self.waiting.popleft()
             group.append(chunk)
             rows += len(chunk[1])
+        self.waiting_rows -= rows
         self.handed_groups.append({seq for seq, _ in group})
         return group
 
@@ -215,7 +230,8 @@ class Lane:
     def reset_handoff(self) -> None:
         """A new worker: everything unsettled in memory is to be handed over again, in order."""
         self.handed_groups = []
-        self.waiting = self.resend()
+        self.waiting = deque(self.resend())
+        self.waiting_rows = sum(len(rows) for _, rows in self.waiting)
 
     def settle(self, seqs: tuple[int, ...]) -> list[Chunk]:
         """Forget settled chunks; return the chunks that now fit."""

@@ -391,3 +391,41 @@ def test_log_nowait_queues_locally_and_flush_delivers(tmp_path, start_node, base
     dl.flush(timeout=30)
     assert count_sqlite(tmp_path / "out.db", "green") == 2500
     assert dl.stats()["client"]["sent"] == 2500
+
+
+def test_linger_merges_chunks_logged_back_to_back_into_one_send(tmp_path, start_node):
+    out = tmp_path / "out"
+    dl = start_node(
+        {
+            "data_dir": str(tmp_path / "state"),
+            "destinations": {"rec": recorder(out, linger=1.0)},
+        }
+    )
+    dl.log("merged", [{"n": 0}])  # the first chunk after a quiet spell goes at once
+    deadline = time.time() + 5
+    while not read_lines(str(out / "merged.jsonl")) and time.time() < deadline:
+        time.sleep(0.02)
+    assert len(read_lines(str(out / "merged.jsonl"))) == 1
+    for n in range(1, 6):
+        dl.log("merged", [{"n": n}])
+    deadline = time.time() + 5
+    while len(read_lines(str(out / "merged.jsonl"))) < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    sends = read_lines(str(out / "merged.jsonl"))
+    assert [[row["n"] for row in send["rows"]] for send in sends] == [[0], [1, 2, 3, 4, 5]]
+
+
+def test_flush_does_not_wait_out_a_long_linger(tmp_path, start_node):
+    out = tmp_path / "out"
+    dl = start_node(
+        {
+            "data_dir": str(tmp_path / "state"),
+            "destinations": {"rec": recorder(out, linger=60.0)},
+        }
+    )
+    dl.log("lingering", [{"n": 1}])
+    dl.log("lingering", [{"n": 2}])  # held back: the first hand-over was just now
+    started = time.monotonic()
+    dl.flush(timeout=10)
+    assert time.monotonic() - started < 10
+    assert [row["n"] for row in rows_in(str(out), "lingering")] == [1, 2]

@@ -109,3 +109,27 @@ def test_watermark_is_the_last_sequence_with_everything_before_settled():
     assert ln.watermark() == 12
     ln.settle((13,))
     assert ln.watermark() == 13
+
+
+def test_linger_spaces_hand_overs_but_lets_the_first_and_a_full_group_go_at_once() -> None:
+    ln = lane(linger=0.2)
+    ln.queue_handoff([ln.offer(1, rows(1))[0]])
+    assert ln.linger_left(now=100.0, merge_rows=100) == 0.0  # nothing handed over yet: go now
+    assert [s for s, _ in ln.next_group(window=1, merge_rows=100)] == [1]
+    ln.last_handoff = 100.0
+    ln.settle((1,))
+    assert ln.linger_left(now=100.05, merge_rows=100) == 0.0  # nothing waits
+    ln.queue_handoff([ln.offer(2, rows(1))[0], ln.offer(3, rows(1))[0]])
+    assert abs(ln.linger_left(now=100.05, merge_rows=100) - 0.15) < 1e-9
+    assert ln.linger_left(now=100.25, merge_rows=100) == 0.0  # the linger has passed
+    ln.queue_handoff([ln.offer(4, rows(98))[0]])  # 100 rows wait: a full group goes at once
+    assert ln.linger_left(now=100.05, merge_rows=100) == 0.0
+    assert [s for s, _ in ln.next_group(window=1, merge_rows=100)] == [2, 3, 4]
+    assert ln.waiting_rows == 0
+
+
+def test_zero_linger_never_holds_a_hand_over_back() -> None:
+    ln = lane(linger=0.0)
+    ln.last_handoff = 100.0
+    ln.queue_handoff([ln.offer(1, rows(1))[0]])
+    assert ln.linger_left(now=100.0, merge_rows=100) == 0.0

@@ -113,6 +113,7 @@ class TopicSupervisor(ActorTypeDispatcher):
         self.wal_sync_pending = False
         self.wal_timer = False
         self.status_timer = False
+        self.linger_timers: set[str] = set()
         self.reported: dict[str, int] = {}
         self.exiting = False
         self.members: tuple[Member, ...] | None = None
@@ -230,19 +231,32 @@ class TopicSupervisor(ActorTypeDispatcher):
         lane.queue_handoff(chunks)
         self._push(name)
 
-    def _push(self, name: str) -> None:
-        """Send the worker what waits for it, merged, keeping at most a window of groups out."""
+    def _push(self, name: str, now: bool = False) -> None:
+        """Send the worker what waits for it, merged, keeping at most a window of groups out.
+
+        Unless ``now``, a hand-over soon after the last one waits up to the destination's
+        ``linger`` on a timer, so that chunks logged one after another go as one group:
+        every message to the worker and back costs this actor time the next caller waits.
+        """
         address = self.workers.get(name)
         if address is None:
             return  # restarting: the chunks stay in the lane and are handed over again
         lane = self.lanes[name]
         spec = lane.spec
+        if not now:
+            wait = lane.linger_left(time.monotonic(), MERGE_ROWS)
+            if wait > 0:
+                if name not in self.linger_timers:
+                    self.linger_timers.add(name)
+                    self.wakeupAfter(timedelta(seconds=wait), ("linger", name))
+                return
         # A worker that buffers does its own batching; send_async runs max_in_flight at once.
         window = 1 << 30 if spec.buffer is not None else (spec.max_in_flight if spec.send_async else 1)
         while True:
             group = lane.next_group(window, MERGE_ROWS)
             if not group:
                 return
+            lane.last_handoff = time.monotonic()
             if len(group) == 1:
                 self.send(address, DeliverChunk(*group[0]))
             else:
@@ -404,9 +418,13 @@ class TopicSupervisor(ActorTypeDispatcher):
 
     # ------------------------------------------------------------------ timers
     def receiveMsg_WakeupMessage(self, message: WakeupMessage, sender: Any) -> None:
-        """Log fsyncs, status reports, block time-outs, delayed restarts, recovery time-out."""
+        """Hand-over lingers, log fsyncs, status reports, block time-outs, restarts, recovery time-out."""
         kind, value = message.payload
-        if kind == "wal":
+        if kind == "linger":
+            self.linger_timers.discard(value)
+            if value in self.lanes:
+                self._push(value, now=True)
+        elif kind == "wal":
             self.wal_timer = False
             if self.wal is not None:
                 self.wal.sync()
@@ -446,6 +464,8 @@ class TopicSupervisor(ActorTypeDispatcher):
 
     def receiveMsg_TopicFlushRequest(self, message: TopicFlushRequest, sender: Any) -> None:
         """Answer once every chunk numbered so far is settled."""
+        for name in self.lanes:
+            self._push(name, now=True)  # a flush does not wait out a linger
         if message.urgent:
             for address in self.workers.values():
                 self.send(address, WorkerFlush())
