@@ -200,9 +200,12 @@ class Lane:
         """Seconds the waiting chunks should still wait to be merged (0: hand them over now).
 
         The first chunk after a quiet spell goes at once; after that, groups go at most
-        one per ``linger`` seconds, or as soon as ``merge_rows`` rows wait.
+        one per ``linger`` seconds, or as soon as a full group waits: ``merge_rows`` rows,
+        or half of ``max_buffered_rows``, so that lingering never drives the lane into its
+        overflow policy nor slows the drain of a backlog.
         """
-        if not self.waiting or self.waiting_rows >= merge_rows:
+        full = min(merge_rows, max(1, self.spec.max_buffered_rows // 2))
+        if not self.waiting or self.waiting_rows >= full:
             return 0.0
         return max(0.0, self.last_handoff + self.spec.linger - now)
 

@@ -133,3 +133,12 @@ def test_zero_linger_never_holds_a_hand_over_back() -> None:
     ln.last_handoff = 100.0
     ln.queue_handoff([ln.offer(1, rows(1))[0]])
     assert ln.linger_left(now=100.0, merge_rows=100) == 0.0
+
+
+def test_linger_does_not_hold_back_half_the_memory_bound() -> None:
+    ln = lane(linger=0.2, max_buffered_rows=40)
+    ln.last_handoff = 100.0
+    ln.queue_handoff([ln.offer(1, rows(19))[0]])
+    assert ln.linger_left(now=100.0, merge_rows=100) > 0.19
+    ln.queue_handoff([ln.offer(2, rows(1))[0]])  # 20 rows: half of max_buffered_rows
+    assert ln.linger_left(now=100.0, merge_rows=100) == 0.0
