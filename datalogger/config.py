@@ -102,8 +102,8 @@ DESTINATION_OPTIONS: dict[str, tuple[Any, str]] = {
     "linger": (
         0.2,
         "Seconds after one hand-over to this destination's worker before the next; chunks logged"
-        " meanwhile go as one group. The first chunk after a quiet spell, 10,000 waiting rows and"
-        " `flush()` go at once; 0 hands every chunk over at once.",
+        " meanwhile go as one group. The first chunk after a quiet spell, a group of 10,000 rows or"
+        " of half `max_buffered_rows`, and `flush()` go at once; 0 hands every chunk over at once.",
     ),
 }
 
