@@ -243,6 +243,10 @@ class TopicSupervisor(ActorTypeDispatcher):
             return  # restarting: the chunks stay in the lane and are handed over again
         lane = self.lanes[name]
         spec = lane.spec
+        # A worker that buffers does its own batching; send_async runs max_in_flight at once.
+        window = 1 << 30 if spec.buffer is not None else (spec.max_in_flight if spec.send_async else 1)
+        if len(lane.handed_groups) >= window:
+            return  # the worker is busy: its ChunkSettled or AttemptFailed pushes again
         if not now:
             wait = lane.linger_left(time.monotonic(), MERGE_ROWS)
             if wait > 0:
@@ -250,8 +254,6 @@ class TopicSupervisor(ActorTypeDispatcher):
                     self.linger_timers.add(name)
                     self.wakeupAfter(timedelta(seconds=wait), ("linger", name))
                 return
-        # A worker that buffers does its own batching; send_async runs max_in_flight at once.
-        window = 1 << 30 if spec.buffer is not None else (spec.max_in_flight if spec.send_async else 1)
         while True:
             group = lane.next_group(window, MERGE_ROWS)
             if not group:
