@@ -1,6 +1,7 @@
 """Health checks: is every destination delivering, and are there no dead letters?
 
-:func:`check_health` is the rule, a plain function; :func:`run_health` is
+:func:`find_problems` is the rule, a plain function (:func:`check_health` gives
+its sentences; the dashboard turns a row red for each problem); :func:`run_health` is
 ``datalogger health``: it asks a running node for its ``stats()``, reads the
 dead letters of its data directory and prints the verdict. Exit codes:
 
@@ -17,13 +18,73 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
+import attrs
+
 from .deadletters import DeadLetterSummary
 
-__all__ = ["add_parser", "check_health", "cmd_health", "run_health"]
+__all__ = ["HealthProblem", "add_parser", "check_health", "cmd_health", "find_problems", "run_health"]
 
 EXIT_HEALTHY = 0
 EXIT_UNHEALTHY = 1
 EXIT_NO_NODE = 2
+
+
+@attrs.frozen
+class HealthProblem:
+    """One reason a node is unhealthy, tied to the (topic, destination) it concerns."""
+
+    topic: str
+    """The topic."""
+    destination: str
+    """The destination."""
+    kind: str
+    """``"failing"`` (failing for longer than the threshold) or ``"dead_letters"`` (on disk)."""
+    message: str
+    """The sentence ``datalogger health`` prints."""
+
+
+def find_problems(
+    stats: Mapping[str, Any],
+    dead_letter_summary: Iterable[DeadLetterSummary] | None,
+    failing_after: float,
+    now: float,
+) -> list[HealthProblem]:
+    """The problems a node has, each tied to its (topic, destination); empty means healthy.
+
+    The one rule behind ``datalogger health`` and the dashboard's red rows; see
+    :func:`check_health` for the arguments.
+    """
+    problems: list[HealthProblem] = []
+    for topic, destinations in sorted((stats.get("topics") or {}).items()):
+        for destination, lane in sorted(destinations.items()):
+            since = lane.get("failing_since")
+            if since is None:
+                continue
+            failing_for = now - float(since)
+            if failing_for > failing_after:
+                error = lane.get("last_error") or "unknown error"
+                problems.append(
+                    HealthProblem(
+                        topic,
+                        destination,
+                        "failing",
+                        f"{topic} -> {destination}: failing for {failing_for:.0f}s "
+                        f"(more than {failing_after:g}s); last error: {error}",
+                    )
+                )
+    for item in dead_letter_summary or ():
+        if item.letters > 0:
+            problems.append(
+                HealthProblem(
+                    item.topic,
+                    item.destination,
+                    "dead_letters",
+                    f"{item.topic} -> {item.destination}: {item.letters} dead letters "
+                    f"({item.rows} rows) on disk; last reason: {item.last_reason} "
+                    "(see `datalogger dead-letters list`, `datalogger replay`)",
+                )
+            )
+    return problems
 
 
 def check_health(
@@ -46,27 +107,7 @@ def check_health(
         than ``failing_after`` seconds, then each (topic, destination) with
         dead letters.
     """
-    problems: list[str] = []
-    for topic, destinations in sorted((stats.get("topics") or {}).items()):
-        for destination, lane in sorted(destinations.items()):
-            since = lane.get("failing_since")
-            if since is None:
-                continue
-            failing_for = now - float(since)
-            if failing_for > failing_after:
-                error = lane.get("last_error") or "unknown error"
-                problems.append(
-                    f"{topic} -> {destination}: failing for {failing_for:.0f}s "
-                    f"(more than {failing_after:g}s); last error: {error}"
-                )
-    for item in dead_letter_summary or ():
-        if item.letters > 0:
-            problems.append(
-                f"{item.topic} -> {item.destination}: {item.letters} dead letters "
-                f"({item.rows} rows) on disk; last reason: {item.last_reason} "
-                "(see `datalogger dead-letters list`, `datalogger replay`)"
-            )
-    return problems
+    return [p.message for p in find_problems(stats, dead_letter_summary, failing_after, now)]
 
 
 def run_health(
