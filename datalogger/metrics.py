@@ -20,6 +20,8 @@ Metrics, labelled ``{topic, destination}`` unless noted:
   (rows), ``datalogger_attempts_{failed,retried}_total`` (attempts) and
   ``datalogger_worker_restarts_total``;
 - gauges ``datalogger_buffered_rows``, ``datalogger_spill_bytes``, ``datalogger_wal_bytes``,
+  ``datalogger_logged_seq`` and ``datalogger_settled_seq`` (their difference is the lag, in
+  chunks, the dashboard shows),
   ``datalogger_delivery_latency_seconds{quantile="0.5"|"0.99"}``, ``datalogger_failing`` (0/1);
 - timestamps (epoch seconds, absent while unset): ``datalogger_last_error_timestamp_seconds``,
   ``datalogger_last_success_timestamp_seconds``, ``datalogger_failing_since_timestamp_seconds``
@@ -72,6 +74,12 @@ GAUGES: dict[str, tuple[str, str]] = {
     "buffered": ("datalogger_buffered_rows", "Rows held in memory for the destination."),
     "spill_bytes": ("datalogger_spill_bytes", "Bytes of spill files on disk."),
     "wal_bytes": ("datalogger_wal_bytes", "Bytes of write-ahead log on disk for the topic."),
+    "logged_seq": ("datalogger_logged_seq", "Sequence number of the topic's last logged chunk."),
+    "settled_seq": (
+        "datalogger_settled_seq",
+        "Sequence number up to which the destination settled every chunk; "
+        "lag = logged_seq - settled_seq.",
+    ),
 }
 
 #: stats() timestamp -> (metric name, help text); left out while the value is None.

@@ -461,7 +461,18 @@ class TopicSupervisor(ActorTypeDispatcher):
     def receiveMsg_TopicStatsRequest(self, message: TopicStatsRequest, sender: Any) -> None:
         """Report the counters of every lane."""
         wal_bytes = self.wal.bytes_on_disk if self.wal is not None else 0
-        stats = {name: {**lane.snapshot(), "wal_bytes": wal_bytes} for name, lane in self.lanes.items()}
+        logged = self.wal.last_seq if self.wal is not None else max(
+            (lane.max_seq for lane in self.lanes.values()), default=0
+        )
+        stats = {
+            name: {
+                **lane.snapshot(),
+                "wal_bytes": wal_bytes,
+                "logged_seq": logged,
+                "settled_seq": lane.watermark(),
+            }
+            for name, lane in self.lanes.items()
+        }
         self.send(sender, TopicStatsReply(message.token, self.topic, stats, os.getpid()))
 
     def receiveMsg_TopicFlushRequest(self, message: TopicFlushRequest, sender: Any) -> None:
