@@ -42,6 +42,7 @@ __all__ = [
     "BufferSettings",
     "ClusterSettings",
     "Config",
+    "DashboardSettings",
     "DestinationSpec",
     "ProcessStatusSettings",
     "RetrySettings",
@@ -76,6 +77,7 @@ TOP_LEVEL_OPTIONS: dict[str, tuple[Any, str]] = {
     "wal": ({}, "Write-ahead log table; see `WalSettings`."),
     "cluster": ({}, "Distributed-mode table; see `ClusterSettings`."),
     "process_status": ({}, "Process-status storage table; see `ProcessStatusSettings`."),
+    "dashboard": ({}, "Web dashboard table (`datalogger dashboard`); see `DashboardSettings`."),
 }
 
 #: Framework options every destination table may hold: name -> (default, description).
@@ -108,6 +110,8 @@ DESTINATION_OPTIONS: dict[str, tuple[Any, str]] = {
 }
 
 OVERFLOW_POLICIES = ("spill", "block", "drop_oldest")
+#: The analytics windows the dashboard offers (``datalogger analytics --since`` values, and ``all``).
+DASHBOARD_WINDOWS = ("5m", "15m", "1h", "6h", "1d", "1w", "all")
 FSYNC_POLICIES = ("always", "interval", "never")
 
 
@@ -189,6 +193,33 @@ class ClusterSettings:
 
 
 @attrs.frozen
+class DashboardSettings:
+    """The web dashboard (``datalogger dashboard``, ``datalogger.dashboard.app``); see docs/dashboard.md."""
+
+    port: int = 8050
+    """TCP port ``datalogger dashboard`` serves on (``--port`` wins); 0 picks a free one."""
+    bind: str = "127.0.0.1"
+    """Address ``datalogger dashboard`` listens on (``--bind`` wins). The page shows paths,
+    referers and errors to anyone who reaches it: keep it on loopback."""
+    window: str = "1h"
+    """The analytics window the page opens with: ``5m``, ``15m``, ``1h``, ``6h``, ``1d``,
+    ``1w`` (as ``datalogger analytics --since``) or ``all``."""
+    topic: str = "requests"
+    """The topic the analytics middleware logs requests to and broadcasts them on."""
+    history: str | None = None
+    """The SQLite or PostgreSQL destination whose ``topic`` table holds past requests;
+    none: the first such destination that takes ``topic``."""
+    refresh: float = 1.0
+    """Seconds between two pushes of fresh numbers to the browser."""
+    history_refresh: float = 60.0
+    """Seconds between two reads of the history table (live requests come from pubsub in
+    between; the read fills in what pubsub dropped or other nodes saw)."""
+    max_rows: int = 100_000
+    """Most requests held in memory for the page; beyond it the oldest are left out and
+    the page says so."""
+
+
+@attrs.frozen
 class DestinationSpec:
     """One configured destination, validated."""
 
@@ -229,6 +260,7 @@ class Config:
     process_status: ProcessStatusSettings = ProcessStatusSettings()
     health_failing_after: float = 60.0
     cluster: ClusterSettings = ClusterSettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
     def destinations_for(self, topic: str) -> tuple[DestinationSpec, ...]:
         """The destinations that take ``topic``, honouring prefixes."""
@@ -359,6 +391,27 @@ def _strings(where: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _dashboard(raw: Any) -> DashboardSettings:
+    settings: DashboardSettings = _settings(DashboardSettings, "dashboard", raw)
+    if not isinstance(settings.port, int) or not 0 <= settings.port <= 65535:
+        raise ConfigError(f"dashboard.port must be a port number (0-65535), not {settings.port!r}")
+    if not isinstance(settings.bind, str) or not settings.bind:
+        raise ConfigError(f"dashboard.bind must be an address, not {settings.bind!r}")
+    if settings.window not in DASHBOARD_WINDOWS:
+        raise ConfigError(
+            f"dashboard.window must be one of {', '.join(DASHBOARD_WINDOWS)}, not {settings.window!r}"
+        )
+    if not isinstance(settings.topic, str) or not TOPIC_PATTERN.match(settings.topic):
+        raise ConfigError(f"dashboard.topic {settings.topic!r} is not a valid topic name")
+    if settings.history is not None and not isinstance(settings.history, str):
+        raise ConfigError(f"dashboard.history must name a destination, not {settings.history!r}")
+    if settings.refresh < 0.1:
+        raise ConfigError(f"dashboard.refresh must be at least 0.1 seconds, not {settings.refresh!r}")
+    if not isinstance(settings.max_rows, int) or settings.max_rows < 1:
+        raise ConfigError(f"dashboard.max_rows must be a positive integer, not {settings.max_rows!r}")
+    return settings
+
+
 def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | None) -> Config:
     """Validate a configuration given as a dict, a TOML file path or a :class:`Config`.
 
@@ -408,6 +461,7 @@ def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | No
     status = _settings(ProcessStatusSettings, "process_status", raw.get("process_status", {}))
     if not isinstance(status.adapter, str) or not isinstance(status.options, Mapping):
         raise ConfigError("process_status.adapter must be a string and process_status.options a table")
+    dashboard = _dashboard(raw.get("dashboard", {}))
     data_dir = os.path.abspath(os.fspath(data_dir))
     if status.adapter == "sqlite" and "path" not in status.options:
         status = attrs.evolve(
@@ -419,6 +473,7 @@ def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | No
         wal=wal,
         process_status=status,
         cluster=cluster,
+        dashboard=dashboard,
         health_failing_after=float(_number("health_failing_after", raw.get("health_failing_after", 60.0))),
         log_timeout=float(_number("log_timeout", raw.get("log_timeout", 30.0))),
         shutdown_timeout=float(_number("shutdown_timeout", raw.get("shutdown_timeout", 10.0))),

@@ -94,6 +94,15 @@ EXAMPLES: dict[str, str] = {
     "cluster.allowed_members": 'allowed_members = ["10.8.0.2", "10.8.0.3:1900"]',
     "cluster.heartbeat_interval": "heartbeat_interval = 2.0",
     "cluster.heartbeat_timeout": "heartbeat_timeout = 10.0",
+    "top.dashboard": 'dashboard = { port = 8080, window = "15m" }',
+    "dashboard.port": "port = 8080",
+    "dashboard.bind": 'bind = "127.0.0.1"',
+    "dashboard.window": 'window = "15m"',
+    "dashboard.topic": 'topic = "web.requests"',
+    "dashboard.history": 'history = "warehouse"',
+    "dashboard.refresh": "refresh = 2.0",
+    "dashboard.history_refresh": "history_refresh = 300.0",
+    "dashboard.max_rows": "max_rows = 500000",
 }
 
 #: Descriptions for options whose class documents none (the testing destination).
