@@ -16,11 +16,13 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__, health
 from ._thespian import DEFAULT_ADMIN_PORT, DEFAULT_BIND, port_open
 from .analytics import cli as analytics_cli
 from .config import default_config, load_config
+from .dashboard import cli as dashboard_cli
 from .exceptions import DataLoggerError
 from .lane import COUNTER_NAMES
 
@@ -233,13 +235,18 @@ def stats_table(stats: dict[str, Any]) -> Table:
                 topic,
                 name,
                 *(str(counters.get(c, 0)) for c in columns),
-                counters.get("last_error") or "",
+                Text(counters.get("last_error") or ""),
             )
     return table
 
 
+#: Narrower than this (or not a terminal), ``datalogger status`` prints the narrow layout.
+WIDE_STATUS = 150
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    """Print the counters of a running node."""
+    """Print the counters of a running node: a wide table on a wide terminal, else text lines."""
+    from .dashboard.pipeline import pipeline_view, render_narrow
     from .system import connect
 
     handle = connect(_admin_port(args), host=args.host)
@@ -248,9 +255,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             stats = handle.stats()
             if args.json:
                 print(json.dumps(stats, default=str, indent=2))
-            else:
+            elif console.is_terminal and console.width >= WIDE_STATUS:
                 console.print(stats_table(stats))
                 console.print(f"rejected calls: {stats.get('rejected', 0)}")
+            else:
+                view = pipeline_view(stats, None, float("inf"))
+                console.print(render_narrow(view, console.width), markup=False, highlight=False)
             if not args.watch:
                 return 0
             time.sleep(args.interval)
@@ -383,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     analytics_cli.add_parser(sub)
     health.add_parser(sub)
+    dashboard_cli.add_parser(sub)
     return parser
 
 

@@ -20,6 +20,7 @@ from .request_log import (
 )
 from .summary import (
     Summary,
+    format_ms,
     load_rows_postgres,
     load_rows_sqlite,
     parse_since,
@@ -38,6 +39,7 @@ __all__ = [
     "Summary",
     "coerce_datetime",
     "detect_device",
+    "format_ms",
     "hash_ip",
     "load_rows_postgres",
     "load_rows_sqlite",

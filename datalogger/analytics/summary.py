@@ -31,6 +31,7 @@ from .request_log import coerce_datetime, detect_device
 
 __all__ = [
     "Summary",
+    "format_ms",
     "load_rows_postgres",
     "load_rows_sqlite",
     "parse_since",
@@ -274,7 +275,8 @@ def parse_since(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def _ms(value: float | None) -> str:
+def format_ms(value: float | None) -> str:
+    """A latency as the summary tables (and the dashboard) show it: ``"12.3 ms"``, or ``"-"``."""
     return "-" if value is None else f"{value:.1f} ms"
 
 
@@ -294,7 +296,10 @@ def render_summary(summary: Summary) -> RenderableType:
     for column in ("Requests", "p50", "p95", "p99"):
         overview.add_column(column, justify="right")
     overview.add_row(
-        str(summary.requests), _ms(summary.p50_ms), _ms(summary.p95_ms), _ms(summary.p99_ms)
+        str(summary.requests),
+        format_ms(summary.p50_ms),
+        format_ms(summary.p95_ms),
+        format_ms(summary.p99_ms),
     )
     return Group(
         overview,
