@@ -81,6 +81,25 @@ def influxdb_or_skip() -> tuple[str, int, int]:
     return INFLUXDB_HOST, INFLUXDB_HTTP_PORT, INFLUXDB_UDP_PORT
 
 
+CHROMIUM = os.environ.get("DATALOGGER_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("DATALOGGER_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+def chromium_or_skip() -> tuple[str, str]:
+    """(browser, driver) paths of Debian's ``chromium`` and ``chromium-driver``.
+
+    Never a downloaded browser: ``.ci/run`` installs both packages when missing.
+    """
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        unavailable("selenium is not installed (pip install -e '.[test]')")
+    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not os.access(path, os.X_OK):
+            unavailable(f"{path} is missing (apt-get install -y {package})")
+    return CHROMIUM, CHROMEDRIVER
+
+
 def unique_name(prefix: str = "t") -> str:
     """A fresh identifier-safe name for a schema, table, database or topic."""
     return f"{prefix}_{uuid.uuid4().hex[:10]}"

@@ -32,6 +32,7 @@ OWN_PAGES = (
     "concepts.md",
     "configuration.md",
     "custom.md",
+    "dashboard.md",
     "durability.md",
     "security.md",
     "troubleshooting.md",
