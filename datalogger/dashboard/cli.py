@@ -123,7 +123,11 @@ def run(args: argparse.Namespace) -> int:
         return connect_node(admin_port, host=args.host, make_default=False)
 
     dashboard = Dashboard(
-        connect=connect, config=config, window=args.window, allow_actions=args.allow_actions
+        connect=connect,
+        alive=lambda: port_open(args.host, admin_port),
+        config=config,
+        window=args.window,
+        allow_actions=args.allow_actions,
     )
     try:
         sock = _listen(bind, port)

@@ -28,7 +28,7 @@ from typing import Any
 from rich.console import Console
 
 from ..config import Config, DashboardSettings
-from ..exceptions import ConfigError, DataLoggerError, InvalidInput
+from ..exceptions import ConfigError, DataLoggerError, InvalidInput, NotRunning
 from ..validation import validate_topic
 from .pipeline import pipeline_view
 from .requests import WINDOWS, RequestStore, analytics_view, history_source, window_start
@@ -52,6 +52,9 @@ class Dashboard:
         handle: a :class:`~datalogger.DataLogger` (not closed by :meth:`close`).
         connect: instead of ``handle``: makes one (``datalogger.connect``), again
             after the node stopped answering; closed by :meth:`close`.
+        alive: with ``connect``: a quick check that the node still listens (its
+            admin port is open), so that a stopped node is noticed at once
+            rather than after ``stats()`` times out.
         config: the node's configuration (default: ``handle.config``): the
             history table, the dead letters, ``health_failing_after`` and the
             ``[dashboard]`` settings come from it. Without one the page has no
@@ -67,6 +70,7 @@ class Dashboard:
         handle: Any = None,
         *,
         connect: Callable[[], Any] | None = None,
+        alive: Callable[[], bool] | None = None,
         config: Config | None = None,
         window: str | None = None,
         allow_actions: bool = False,
@@ -95,6 +99,7 @@ class Dashboard:
         self.token = (token or secrets.token_urlsafe(24)) if self.allow_actions else None
         self._handle = handle
         self._connect = connect
+        self._alive = alive
         self._subscribe = subscribe
         self._subscription: Any = None
         self._live_error: str | None = None
@@ -117,6 +122,9 @@ class Dashboard:
         if now - self._last_attempt["node"] < RETRY_AFTER:
             return None
         self._last_attempt["node"] = now
+        if self._alive is not None and not self._alive():
+            self._node_error = "the node does not listen on its admin port"
+            return None
         try:
             self._handle = self._connect()
             self._node_error = None
@@ -177,6 +185,9 @@ class Dashboard:
                 dead_letter_error = f"cannot read the dead letters: {exc}"
         handle = self._node(now)
         stats: dict[str, Any] = {}
+        if handle is not None and self._alive is not None and not self._alive():
+            self._lost_node(NotRunning("the node stopped listening on its admin port"))
+            handle = None
         if handle is not None:
             try:
                 stats = handle.stats()

@@ -121,8 +121,27 @@ def test_dashboard_command_serves_a_running_node(tmp_path: Path, start_node: Any
             time.sleep(0.1)
         assert not port_open("127.0.0.1", admin)
         dl.close()  # its node is gone: nothing left for the fixture to stop
+        started = time.monotonic()
         with urllib.request.urlopen(url + "snapshot.json", timeout=20) as answer:
-            assert json.load(answer)["pipeline"]["node_error"]
+            assert "listen" in json.load(answer)["pipeline"]["node_error"]
+        assert time.monotonic() - started < 5, "a stopped node is noticed at once"
+
+        # the node comes back on its port: the page follows it again, live requests too
+        again: datalogger.DataLogger = start_node(config, admin_port=admin)
+        again.log("blue", [{"id": 1}])
+        later = RequestLog.create(method="GET", path="/again", status_code=200, duration_ms=1.0,
+                                  session_id="t" * 20, session_page_views=1)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            again.broadcast(later)  # until the dashboard has subscribed again
+            with urllib.request.urlopen(url + "snapshot.json?window=5m", timeout=20) as answer:
+                snapshot = json.load(answer)
+            if snapshot["analytics"]["live"]["received"] >= 2 and snapshot["pipeline"]["lanes"]:
+                break
+            time.sleep(0.5)
+        assert snapshot["pipeline"]["node_error"] is None
+        assert [lane["topic"] for lane in snapshot["pipeline"]["lanes"]] == ["blue"]
+        assert "/again" in dict(snapshot["analytics"]["top_paths"])
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0
