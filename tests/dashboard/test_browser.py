@@ -46,6 +46,7 @@ DOCS_SCREENSHOT = ROOT / "docs" / "img" / "dashboard.png"
 WINDOW = "15m"
 XSS_PATH = "/<img src=x onerror=window.__xss=1>"
 XSS_REFERER = "https://evil.example/<script>window.__xss=2</script>"
+XSS_TOPIC = "<img src=x onerror=window.__xss=3>"
 AGENTS = [
     "Mozilla/5.0 (X11; Linux x86_64) Firefox/126.0",
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) Mobile/15E148 Safari/604.1",
@@ -173,6 +174,23 @@ def cli_analytics(db: Path) -> str:
     return out.getvalue()
 
 
+def plant_hostile_dead_letter(data_dir: Path) -> None:
+    """A dead letter whose record names a topic with markup, as a local user who can write
+    the data directory could leave (the store checks file names, not what records say)."""
+    from datalogger.records import RecordFile
+
+    folder = data_dir / "dead_letters" / "db"
+    folder.mkdir(parents=True)
+    now = time.time()
+    record = {
+        "id": "f" * 32, "topic": XSS_TOPIC, "destination": "db", "rows": [{"x": 1}],
+        "reason": "<b>not bold</b>", "attempts": 1,
+        "first_attempt_at": now, "last_attempt_at": now, "created_at": now,
+    }
+    with RecordFile(folder / "planted.dl", fsync="always") as file:
+        file.append(record)
+
+
 def test_dashboard_in_a_real_browser(tmp_path: Path, start_node: Any) -> None:
     switch = tmp_path / "switch"
     switch.mkdir()
@@ -194,6 +212,7 @@ def test_dashboard_in_a_real_browser(tmp_path: Path, start_node: Any) -> None:
         }
     )
     dl.log("orders.eu", [{"order": 1}])
+    plant_hostile_dead_letter(tmp_path / "state")
     web = browser()
     served = serve(example().build_app(dl))
     base = next(served)
@@ -217,6 +236,10 @@ def test_dashboard_in_a_real_browser(tmp_path: Path, start_node: Any) -> None:
         assert (XSS_PATH, "2") in table(web, "top-paths")
         assert (XSS_REFERER, "2") in table(web, "top-referers")
         assert not web.find_elements("css selector", "#top-paths img, #top-referers script")
+        planted = lane(web, f"{XSS_TOPIC}/db")  # a topic name with markup: text, and red
+        assert planted is not None and planted["cells"][0] == XSS_TOPIC, planted
+        assert planted["state"] == "unhealthy" and planted["cells"][8] == "1 (1 rows)"
+        assert not web.find_elements("css selector", "#lanes img, #problems img, #problems b")
 
         # the page's numbers are those of `datalogger analytics` and of stats()
         dl.flush(timeout=30)
