@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 
 import datalogger
-from datalogger._thespian import port_open
 from datalogger.analytics import RequestLog
-from tests.conftest import free_port
+from tests.conftest import free_port, kill_node
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -67,17 +66,28 @@ def first_snapshot(url: str, deadline: float, ready: Any = bool) -> dict[str, An
     raise AssertionError("no snapshot in time")
 
 
-def test_dashboard_command_serves_a_running_node(tmp_path: Path, start_node: Any) -> None:
-    config, toml = write_toml(tmp_path)
+def run_node(toml: Path, admin: int) -> subprocess.Popen[str]:
+    """``datalogger run`` in its own process, once it listens."""
+    node = datalogger_command("run", "--config", str(toml), "--admin-port", str(admin))
+    assert node.stdout is not None
+    for line in node.stdout:
+        if "running on" in line:
+            return node
+    raise AssertionError(f"the node did not start: {node.stderr.read() if node.stderr else ''}")
+
+
+def test_dashboard_command_serves_a_running_node(tmp_path: Path) -> None:
+    _, toml = write_toml(tmp_path)
     admin = free_port()
-    dl: datalogger.DataLogger = start_node(config, admin_port=admin)
-    dl.log("green", [{"id": 1}, {"id": 2}, {"id": 3}])
-    dl.flush()
+    node = run_node(toml, admin)
     proc = datalogger_command(
         "dashboard", "--config", str(toml), "--admin-port", str(admin), "--port", "0",
         "--allow-actions",
     )
     try:
+        dl = datalogger.connect(admin, make_default=False)
+        dl.log("green", [{"id": 1}, {"id": 2}, {"id": 3}])
+        dl.flush()
         assert proc.stdout is not None
         headline = proc.stdout.readline()
         token_line = proc.stdout.readline()
@@ -109,25 +119,23 @@ def test_dashboard_command_serves_a_running_node(tmp_path: Path, start_node: Any
         lanes = {f"{r['topic']}/{r['destination']}": r for r in snapshot["pipeline"]["lanes"]}
         assert lanes["green/db"]["delivered"] == dl.stats()["topics"]["green"]["db"]["delivered"] == 3
         assert snapshot["pipeline"]["dead_letters_checked"] is True
+        dl.close()
 
-        # the token shuts the node down; the page then says the node is gone
+        # the token shuts the node down; the page says at once that the node is gone
         shutdown = urllib.request.Request(
             url + "actions/shutdown", method="POST", headers={"X-Datalogger-Token": token}
         )
         with urllib.request.urlopen(shutdown, timeout=30) as answer:
             assert json.load(answer) == {"spilled_rows": 0}
-        deadline = time.monotonic() + 15
-        while port_open("127.0.0.1", admin) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not port_open("127.0.0.1", admin)
-        dl.close()  # its node is gone: nothing left for the fixture to stop
+        assert node.wait(timeout=30) == 0
         started = time.monotonic()
         with urllib.request.urlopen(url + "snapshot.json", timeout=20) as answer:
             assert "listen" in json.load(answer)["pipeline"]["node_error"]
         assert time.monotonic() - started < 5, "a stopped node is noticed at once"
 
         # the node comes back on its port: the page follows it again, live requests too
-        again: datalogger.DataLogger = start_node(config, admin_port=admin)
+        node = run_node(toml, admin)
+        again = datalogger.connect(admin, make_default=False)
         again.log("blue", [{"id": 1}])
         later = RequestLog.create(method="GET", path="/again", status_code=200, duration_ms=1.0,
                                   session_id="t" * 20, session_page_views=1)
@@ -142,13 +150,17 @@ def test_dashboard_command_serves_a_running_node(tmp_path: Path, start_node: Any
         assert snapshot["pipeline"]["node_error"] is None
         assert [lane["topic"] for lane in snapshot["pipeline"]["lanes"]] == ["blue"]
         assert "/again" in dict(snapshot["analytics"]["top_paths"])
+        again.shutdown()
+        assert node.wait(timeout=30) == 0
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        for process in (proc, node):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        kill_node(admin)
 
 
 def test_dashboard_command_without_a_node_says_so() -> None:
