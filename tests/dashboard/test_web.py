@@ -199,3 +199,22 @@ def test_snapshot_of_a_topic_name_and_paths_is_plain_data(node: Any) -> None:
     text = json.dumps(snapshot)
     assert "/<script>x</script>" in text
     assert snapshot["analytics"]["top_paths"] == [("/<script>x</script>", 1)]
+
+
+def test_the_wheel_carries_every_static_file() -> None:
+    """package-data lists the page, its script and uPlot with its licence: offline, no CDN."""
+    import fnmatch
+    import tomllib
+
+    from datalogger.dashboard.web import STATIC_DIR
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["datalogger"]
+    files = sorted(p.relative_to(STATIC_DIR.parent.parent).as_posix() for p in STATIC_DIR.iterdir())
+    assert {"dashboard/static/uPlot.iife.min.js", "dashboard/static/uPlot.LICENSE"} <= set(files)
+    for name in files:
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
+    page = (STATIC_DIR / "index.html").read_text()
+    assert "http://" not in page and "https://" not in page  # nothing from elsewhere
