@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import urllib.request
 import uuid
 
 import pytest
@@ -21,6 +22,8 @@ REDIS_URL = os.environ.get("DATALOGGER_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 INFLUXDB_HOST = os.environ.get("DATALOGGER_TEST_INFLUXDB_HOST", "127.0.0.1")
 INFLUXDB_HTTP_PORT = int(os.environ.get("DATALOGGER_TEST_INFLUXDB_HTTP_PORT", "18086"))
 INFLUXDB_UDP_PORT = int(os.environ.get("DATALOGGER_TEST_INFLUXDB_UDP_PORT", "18089"))
+VICTORIAMETRICS_HOST = os.environ.get("DATALOGGER_TEST_VICTORIAMETRICS_HOST", "127.0.0.1")
+VICTORIAMETRICS_PORT = int(os.environ.get("DATALOGGER_TEST_VICTORIAMETRICS_PORT", "18428"))
 
 
 def services_required() -> bool:
@@ -98,6 +101,26 @@ def chromium_or_skip() -> tuple[str, str]:
         if not os.access(path, os.X_OK):
             unavailable(f"{path} is missing (apt-get install -y {package})")
     return CHROMIUM, CHROMEDRIVER
+
+
+def victoriametrics_or_skip() -> str:
+    """Base URL (``http://host:port``) of the test VictoriaMetrics server.
+
+    VictoriaMetrics accepts the InfluxDB line protocol on ``/write`` and
+    ``/api/v2/write``: the InfluxDB destination's ``protocol = "v2"`` is tested on it.
+    """
+    url = f"http://{VICTORIAMETRICS_HOST}:{VICTORIAMETRICS_PORT}"
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=3) as answer:
+            healthy = answer.status == 200
+    except OSError as exc:
+        unavailable(
+            f"VictoriaMetrics is not reachable at {url}: {exc} "
+            "(start it with .ci/start-victoriametrics)"
+        )
+    if not healthy:
+        unavailable(f"VictoriaMetrics at {url} does not answer /health with 200")
+    return url
 
 
 def unique_name(prefix: str = "t") -> str:
