@@ -1,15 +1,14 @@
 """Case 3: one row per call, the caller's cost and the time until every row is stored.
 
-``ours``: ``dl.log_nowait(topic, row)`` in a tight loop (client-side batching,
-:mod:`datalogger.batching`), InfluxDB destination, then ``dl.flush()``.
-``influxdb_client``: ``WriteApi.write(bucket, record=point_dict)`` with
-``WriteOptions`` batch mode (batch_size 1,000), then ``close()``. InfluxDB 1.6
-has no ``/api/v2/write``, so it writes through :mod:`bench.sink`, a forwarder in
-its own process that passes each batch to the same InfluxDB's ``/write``: the
-points really land in InfluxDB and are counted there, at the cost of one extra
-local hop for this baseline. ``queue_handler``: ``logger.info("point %s", row)``
-through :class:`logging.handlers.QueueHandler`, drained by a ``QueueListener``
-into a list (no I/O at all).
+Both writers send the InfluxDB v2 write API (``/api/v2/write``) to the same
+server, the shared VictoriaMetrics of ``.ci/start-victoriametrics``, and the
+rows are counted there. ``ours``: ``dl.log_nowait(topic, row)`` in a tight loop
+(client-side batching, :mod:`datalogger.batching`), InfluxDB destination with
+``protocol = "v2"``, then ``dl.flush()``. ``influxdb_client``:
+``WriteApi.write(bucket, record=point_dict)`` with ``WriteOptions`` batch mode
+(batch_size 1,000), then ``close()``. ``queue_handler``:
+``logger.info("point %s", row)`` through :class:`logging.handlers.QueueHandler`,
+drained by a ``QueueListener`` into a list (no I/O at all).
 
 ``calls_per_s`` is measured around the loop only; ``seconds_to_stored``
 runs until the rows are in the destination.
@@ -19,13 +18,9 @@ from __future__ import annotations
 
 import logging
 import queue
-import subprocess
-import sys
 import time
 from logging.handlers import QueueHandler, QueueListener
 from typing import Any
-
-from datalogger._thespian import port_open
 
 from ._common import (
     Metrics,
@@ -35,12 +30,11 @@ from ._common import (
     Target,
     alternate,
     check_count,
-    free_port,
     medians_of,
     ratio,
-    wait_until,
 )
-from ._node import influx_count, influx_create, influx_destination, influx_drop, influx_rows, node, unique
+from ._node import node, unique
+from ._victoria import VM_URL, healthy, metric_rows, vm_count, vm_destination, wait_count
 
 TARGET_VS_CLIENT = 1.5
 TARGET_VS_QUEUE = 1.0
@@ -90,71 +84,63 @@ def _metrics(count: int, started: float, called: float, stored: float) -> Metric
 
 def run(mode: Mode) -> Result:
     """Alternate the three; targets: ours >= 1.5 x influxdb_client and >= QueueHandler calls/s."""
-    from influxdb_client import InfluxDBClient, WriteOptions
+    from influxdb_client import InfluxDBClient, WriteOptions, WritePrecision
 
+    if not healthy(VM_URL):
+        raise RuntimeError(f"no VictoriaMetrics at {VM_URL}: run .ci/start-victoriametrics")
     count = int(mode.pick(100_000, 20_000, 200))
     rounds = mode.rounds_or(5, 3, 1)
-    rows = influx_rows(count)
-    database = unique("bench_per_row")
+    rows = metric_rows(count)
+    run_id = unique("per_row")
     result = Result("per_row", mode.name, {"rows": count, "rounds": rounds,
-                                          "influxdb_client_batch_size": 1000})
-    result.notes.append("influxdb_client writes through bench.sink (v2 -> v1 forwarder)")
-    influx_create(database)
-    port = free_port()
-    sink = subprocess.Popen([sys.executable, "-m", "bench.sink", str(port)])
-    try:
-        if not wait_until(lambda: port_open("127.0.0.1", port), 20.0):
-            raise RuntimeError("bench.sink did not start")
-        client = InfluxDBClient(url=f"http://127.0.0.1:{port}", token="", org="-")
-        with RssSampler() as sampler, node(
-            {"influx": influx_destination(database)}, sampler=sampler
-        ) as dl:
-            dl.log_nowait("bench_warm", rows[0])
-            dl.flush(60.0)
+                                          "influxdb_client_batch_size": 1000,
+                                          "server": f"VictoriaMetrics at {VM_URL}"})
+    client = InfluxDBClient(url=VM_URL, token="unused", org="bench")
+    with RssSampler() as sampler, node(
+        {"influx": vm_destination()}, sampler=sampler
+    ) as dl:
+        dl.log_nowait(f"{run_id}_warm", rows[0])
+        dl.flush(60.0)
 
-            def ours(r: int) -> Metrics:
-                topic = f"ours_r{r}"
-                started = time.perf_counter()
-                for row in rows:
-                    dl.log_nowait(topic, row)
-                called = time.perf_counter()
-                dl.flush(600.0)
-                return _metrics(count, started, called, time.perf_counter())
+        def ours(r: int) -> Metrics:
+            topic = f"{run_id}_ours_r{r}"
+            started = time.perf_counter()
+            for row in rows:
+                dl.log_nowait(topic, row)
+            called = time.perf_counter()
+            dl.flush(600.0)
+            wait_count(VM_URL, topic, count, 30.0)
+            return _metrics(count, started, called, time.perf_counter())
 
-            def influxdb_client(r: int) -> Metrics:
-                measurement = f"client_r{r}"
-                points = [
-                    {"measurement": measurement, "tags": {"sensor": row["sensor"]},
-                     "fields": {"value": row["value"], "i": row["i"]}, "time": row["time"]}
-                    for row in rows
-                ]
-                write_api = client.write_api(
-                    write_options=WriteOptions(batch_size=1000, flush_interval=1000)
-                )
-                bucket = f"{database}/autogen"
-                started = time.perf_counter()
-                for point in points:
-                    write_api.write(bucket=bucket, record=point)
-                called = time.perf_counter()
-                write_api.close()
-                influx_count(database, measurement, count, wait=30.0)
-                return _metrics(count, started, called, time.perf_counter())
+        def influxdb_client(r: int) -> Metrics:
+            measurement = f"{run_id}_client_r{r}"
+            points = [
+                {"measurement": measurement, "tags": {"sensor": row["sensor"]},
+                 "fields": {"value": row["value"], "i": row["i"]}, "time": row["time"]}
+                for row in rows
+            ]
+            write_api = client.write_api(
+                write_options=WriteOptions(batch_size=1000, flush_interval=1000)
+            )
+            started = time.perf_counter()
+            for point in points:
+                write_api.write(bucket="bench", record=point, write_precision=WritePrecision.MS)
+            called = time.perf_counter()
+            write_api.close()
+            wait_count(VM_URL, measurement, count, 30.0)
+            return _metrics(count, started, called, time.perf_counter())
 
-            variants = {"ours": ours, "influxdb_client": influxdb_client,
-                        "queue_handler": lambda r: queue_handler_round(rows)}
-            result.per_round = alternate(rounds, variants, sampler)
-            client_stats = dl.stats().get("client", {})
-        client.close()
-        result.memory = sampler.peaks()
-        if client_stats.get("dropped"):
-            raise RuntimeError(f"log_nowait dropped {client_stats['dropped']} rows")
-        for r in range(rounds):
-            for name in (f"ours_r{r}", f"client_r{r}"):
-                result.verified[name] = check_count(name, count, influx_count(database, name, 0))
-    finally:
-        sink.terminate()
-        sink.wait(10)
-        influx_drop(database)
+        variants = {"ours": ours, "influxdb_client": influxdb_client,
+                    "queue_handler": lambda r: queue_handler_round(rows)}
+        result.per_round = alternate(rounds, variants, sampler)
+        client_stats = dl.stats().get("client", {})
+    client.close()
+    result.memory = sampler.peaks()
+    if client_stats.get("dropped"):
+        raise RuntimeError(f"log_nowait dropped {client_stats['dropped']} rows")
+    for r in range(rounds):
+        for name in (f"{run_id}_ours_r{r}", f"{run_id}_client_r{r}"):
+            result.verified[name] = check_count(name, count, vm_count(VM_URL, name))
     result.medians = medians_of(result.per_round)
     ours_calls = result.medians["ours"]["calls_per_s"]
     vs_client = ratio(ours_calls, result.medians["influxdb_client"]["calls_per_s"])

@@ -7,12 +7,13 @@ every row in the destination and writes its JSON result.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from bench.__main__ import main
-from tests.services import postgres_dsn_or_skip
+from tests.services import postgres_dsn_or_skip, unavailable, victoriametrics_or_skip
 
 
 def _result(path: Path) -> dict[str, object]:
@@ -39,3 +40,37 @@ def test_latency_and_postgres_cases_run_through_the_harness(tmp_path: Path) -> N
         targets = data["targets"]
         assert isinstance(targets, list) and targets
         assert all(t["value"] > 0 for t in targets)
+
+
+@pytest.mark.timeout(120)
+def test_per_row_case_writes_to_victoriametrics(tmp_path: Path) -> None:
+    """``per_row``: ours and influxdb-client's batching WriteApi, both counted in VictoriaMetrics."""
+    victoriametrics_or_skip()
+    out = tmp_path / "per_row.json"
+    assert main(["per_row", "--smoke", "--json", str(out)]) == 0
+    data = _result(out)
+    medians = data["medians"]
+    assert isinstance(medians, dict) and set(medians) == {"ours", "influxdb_client", "queue_handler"}
+    verified = data["verified"]
+    assert isinstance(verified, dict) and sorted(verified.values()) == [200, 200]
+
+
+@pytest.mark.timeout(180)
+def test_peer_vmagent_case_measures_both_shippers_and_the_outage(tmp_path: Path) -> None:
+    """``peer_vmagent --smoke``: both sides stored every row, the outage is counted on both."""
+    for binary in ("victoria-metrics", "vmagent"):
+        if shutil.which(binary) is None:
+            unavailable(f"{binary} is not installed (Debian package victoria-metrics)")
+    out = tmp_path / "peer.json"
+    assert main(["peer_vmagent", "--smoke", "--json", str(out)]) == 0
+    data = _result(out)
+    medians = data["medians"]
+    assert isinstance(medians, dict)
+    assert {"datalogger", "vmagent", "datalogger_nowait"} <= set(medians)
+    for side in ("datalogger", "vmagent"):
+        outage = medians[f"outage:{side}"]
+        assert outage["rows_accepted"] > 0
+        assert outage["rows_stored"] + outage["rows_lost"] == outage["rows_accepted"]
+    assert medians["outage:datalogger"]["rows_lost"] == 0
+    ratios = data["ratios"]
+    assert isinstance(ratios, dict) and ratios["datalogger/vmagent rows/s until stored"] > 0
