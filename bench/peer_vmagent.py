@@ -117,6 +117,11 @@ def _pss(samplers: dict[str, RssSampler], side: str, phase: str) -> float:
     return max(values) if values else 0.0
 
 
+def _processes(samplers: dict[str, RssSampler], side: str, phase: str) -> int:
+    """Most processes of ``side`` seen in ``phase``."""
+    return max((s[4] for s in samplers[side].series if s[1] == phase), default=0)
+
+
 def _throughput(
     mode: Mode,
     vm: PrivateVictoriaMetrics,
@@ -207,6 +212,7 @@ def _throughput(
     for name in order:
         side = "vmagent" if name == "vmagent" else "datalogger"
         result.medians[name]["peak_pss_mb"] = _pss(samplers, side, name)
+        result.medians[name]["processes"] = _processes(samplers, side, name)
     med = result.medians
     stored = ratio(med["datalogger"]["rows_per_s_stored"], med["vmagent"]["rows_per_s_stored"])
     result.ratios["datalogger/vmagent rows/s until stored"] = stored
