@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__, health
-from ._thespian import DEFAULT_ADMIN_PORT, DEFAULT_BIND, port_open
+from ._thespian import DEFAULT_ADMIN_PORT, DEFAULT_BIND, check_port_free, port_open
 from .analytics import cli as analytics_cli
 from .config import default_config, load_config
 from .dashboard import cli as dashboard_cli
@@ -112,10 +112,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- run / shutdown
 def cmd_run(args: argparse.Namespace) -> int:
-    """Start a node and keep it running until a signal or ``datalogger shutdown``."""
+    """Start a node and keep it running until a signal or ``datalogger shutdown``.
+
+    Exits 2 with the reason, and no process left, when the node cannot start.
+    """
     from .system import start
 
     port = _admin_port(args)
+    if args.metrics_port is not None:
+        check_port_free("127.0.0.1", args.metrics_port, "metrics port")
     handle = start(
         args.config,
         admin_port=port,
@@ -131,15 +136,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    console.print(f"datalogger node running on {args.bind}:{port} (pid {os.getpid()})")
     if args.metrics_port is not None:
         from .metrics import serve_node_metrics
 
-        server = serve_node_metrics(handle, args.metrics_port)
+        try:
+            server = serve_node_metrics(handle, args.metrics_port)
+        except Exception as exc:
+            handle.shutdown(timeout=2.0)
+            raise DataLoggerError(f"cannot serve metrics on 127.0.0.1:{args.metrics_port}: {exc}") from exc
+    assert handle.node is not None
+    host = handle.node.rpartition(":")[0]
+    console.print(f"datalogger node running on {handle.node} (pid {os.getpid()})")
+    if args.metrics_port is not None:
         console.print(f"metrics on http://127.0.0.1:{server.server_port}/metrics")
     sys.stdout.flush()
     while not stop.wait(1.0):
-        if not port_open(args.bind, port):
+        if not port_open(host, port):
             console.print("the node was shut down")
             return 0
     spilled = handle.shutdown()
@@ -147,11 +159,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_shutdown(args: argparse.Namespace) -> int:
-    """Stop a running node: deliver what can be delivered, spill the rest."""
+def _connect(args: argparse.Namespace) -> Any:
+    """A handle on the node the client options name (``--host``, ``--admin-port``, ``--bind``)."""
     from .system import connect
 
-    handle = connect(_admin_port(args), host=args.host)
+    return connect(_admin_port(args), host=args.host, bind=args.bind, make_default=False)
+
+
+def cmd_shutdown(args: argparse.Namespace) -> int:
+    """Stop a running node: deliver what can be delivered, spill the rest."""
+    handle = _connect(args)
     spilled = handle.shutdown(timeout=args.timeout)
     console.print(f"node on port {_admin_port(args)} stopped; {spilled} rows left on disk for the next start")
     return 0
@@ -159,25 +176,29 @@ def cmd_shutdown(args: argparse.Namespace) -> int:
 
 def cmd_nodes(args: argparse.Namespace) -> int:
     """List the convention's members, their capabilities and the topics each holds."""
-    from .system import connect
-
-    handle = connect(_admin_port(args), host=args.host)
+    handle = _connect(args)
     try:
         nodes = handle.nodes()
     finally:
         handle.close()
     if args.json:
         print(json.dumps(nodes, indent=2))
-        return 0
+        return 1 if any(node.get("state") == "refused" for node in nodes) else 0
     table = Table(title="datalogger nodes")
-    for column in ("node", "capabilities", "last heartbeat", "delivers (topic/destination)"):
+    for column in ("node", "state", "capabilities", "last heartbeat", "delivers (topic/destination)"):
         table.add_column(column)
     for node in nodes:
         age = time.time() - node["last_seen"]
         holds = "\n".join(node["holds"]) or "-"
-        table.add_row(node["node"], ", ".join(node["capabilities"]) or "-", f"{age:.1f}s ago", holds)
+        state = node.get("state", "member")
+        table.add_row(
+            node["node"], state, ", ".join(node["capabilities"]) or "-", f"{age:.1f}s ago", holds
+        )
     console.print(table)
-    return 0
+    refused = [node for node in nodes if node.get("state") == "refused"]
+    for node in refused:
+        errors.print(f"[red]node {node['node']} is refused by its leader:[/] {node.get('reason')}")
+    return 1 if refused else 0
 
 
 # ---------------------------------------------------------------------- log / status
@@ -196,9 +217,7 @@ def _json_lines(stream: Any) -> Iterator[dict[str, Any]]:
 
 def cmd_log(args: argparse.Namespace) -> int:
     """Log JSON lines from stdin or a file to a running node."""
-    from .system import connect
-
-    handle = connect(_admin_port(args), host=args.host)
+    handle = _connect(args)
     stream = open(args.file, encoding="utf-8") if args.file else sys.stdin
     total = 0
     try:
@@ -247,9 +266,8 @@ WIDE_STATUS = 150
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the counters of a running node: a wide table on a wide terminal, else text lines."""
     from .dashboard.pipeline import pipeline_view, render_narrow
-    from .system import connect
 
-    handle = connect(_admin_port(args), host=args.host)
+    handle = _connect(args)
     try:
         while True:
             stats = handle.stats()
@@ -315,6 +333,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- parser
+def add_node_args(p: argparse.ArgumentParser) -> None:
+    """The options of a command that talks to a running node: ``--admin-port``, ``--host``, ``--bind``."""
+    p.add_argument("--admin-port", type=int, help=f"the node's admin port (default {DEFAULT_ADMIN_PORT})")
+    p.add_argument("--host", default=DEFAULT_BIND, help="the node's address (default 127.0.0.1)")
+    p.add_argument(
+        "--bind",
+        help="the address of this host to receive the node's answers on "
+        "(default: this host's address towards --host)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``datalogger`` command."""
     parser = argparse.ArgumentParser(prog="datalogger", description=__doc__)
@@ -322,8 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def node_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--admin-port", type=int, help=f"the node's admin port (default {DEFAULT_ADMIN_PORT})")
-        p.add_argument("--host", default=DEFAULT_BIND, help="the node's address (default 127.0.0.1)")
+        add_node_args(p)
 
     p = sub.add_parser("demo", help="log a sample workload to SQLite and JSONL, show the result")
     p.add_argument(
@@ -336,7 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="start a node and keep it running")
     p.add_argument("--config", required=True, help="TOML configuration file")
     p.add_argument("--admin-port", type=int, help=f"admin port (default {DEFAULT_ADMIN_PORT})")
-    p.add_argument("--bind", default=DEFAULT_BIND, help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--bind",
+        help="the address of this host to listen on, by which other nodes reach this one "
+        "(default: 127.0.0.1 for a leader; for a member, this host's address towards --leader)",
+    )
     p.add_argument("--log-level", default="WARNING", help="log level of the actor processes")
     p.add_argument(
         "--metrics-port",

@@ -6,8 +6,10 @@ its sentences; the dashboard turns a row red for each problem); :func:`run_healt
 dead letters of its data directory and prints the verdict. Exit codes:
 
 - 0: ``healthy``;
-- 1: problems, one line each: a destination failing for longer than the
-  threshold (``health_failing_after``, default 60 s), or dead letters on disk;
+- 1: problems, one line each: the node refused by its convention's leader
+  (not in its ``cluster.allowed_members``), a destination failing for longer
+  than the threshold (``health_failing_after``, default 60 s), or dead
+  letters on disk;
 - 2: no node answers.
 """
 
@@ -34,11 +36,12 @@ class HealthProblem:
     """One reason a node is unhealthy, tied to the (topic, destination) it concerns."""
 
     topic: str
-    """The topic."""
+    """The topic ("" for a problem of the whole node)."""
     destination: str
-    """The destination."""
+    """The destination ("" for a problem of the whole node)."""
     kind: str
-    """``"failing"`` (failing for longer than the threshold) or ``"dead_letters"`` (on disk)."""
+    """``"failing"`` (failing for longer than the threshold), ``"dead_letters"`` (on disk),
+    or ``"refused"`` (the node's convention leader will not have it)."""
     message: str
     """The sentence ``datalogger health`` prints."""
 
@@ -55,6 +58,10 @@ def find_problems(
     :func:`check_health` for the arguments.
     """
     problems: list[HealthProblem] = []
+    cluster = stats.get("cluster") or {}
+    if cluster.get("refused"):
+        message = f"node {cluster.get('node')} is refused by its leader: {cluster['refused']}"
+        problems.append(HealthProblem("", "", "refused", message))
     for topic, destinations in sorted((stats.get("topics") or {}).items()):
         for destination, lane in sorted(destinations.items()):
             since = lane.get("failing_since")
@@ -103,9 +110,10 @@ def check_health(
         now: the current time (epoch seconds).
 
     Returns:
-        One sentence per problem: each (topic, destination) failing for more
-        than ``failing_after`` seconds, then each (topic, destination) with
-        dead letters.
+        One sentence per problem: the node refused by its convention's
+        leader, each (topic, destination) failing for more than
+        ``failing_after`` seconds, then each (topic, destination) with dead
+        letters.
     """
     return [p.message for p in find_problems(stats, dead_letter_summary, failing_after, now)]
 
@@ -117,11 +125,14 @@ def run_health(
     failing_after: float,
     data_dir: str | os.PathLike[str] | None,
     out: TextIO,
+    bind: str | None = None,
 ) -> int:
     """Check the node on ``host:admin_port``, print the verdict to ``out``, return the exit code.
 
     Args:
         admin_port, host: where the node listens.
+        bind: the address of this host to take the node's answers on
+            (default: this host's address towards ``host``).
         failing_after: seconds a destination may keep failing.
         data_dir: the node's data directory, for its dead letters; ``None``
             skips that check (and says so).
@@ -132,7 +143,7 @@ def run_health(
     from .system import connect
 
     try:
-        handle = connect(admin_port, host=host, make_default=False)
+        handle = connect(admin_port, host=host, bind=bind, make_default=False)
         try:
             stats = handle.stats()
         finally:
@@ -177,12 +188,13 @@ def cmd_health(args: Any) -> int:
         failing_after=failing_after,
         data_dir=data_dir,
         out=sys.stdout,
+        bind=args.bind,
     )
 
 
 def add_parser(sub: Any) -> None:
     """Add the ``health`` command to the ``datalogger`` command's subparsers."""
-    from ._thespian import DEFAULT_ADMIN_PORT, DEFAULT_BIND
+    from .cli import add_node_args
 
     p = sub.add_parser(
         "health",
@@ -196,8 +208,5 @@ def add_parser(sub: Any) -> None:
         "health_failing_after, else 60)",
     )
     p.add_argument("--data-dir", help="the node's data_dir, for its dead letters")
-    p.add_argument(
-        "--admin-port", type=int, help=f"the node's admin port (default {DEFAULT_ADMIN_PORT})"
-    )
-    p.add_argument("--host", default=DEFAULT_BIND, help="the node's address (default 127.0.0.1)")
+    add_node_args(p)
     p.set_defaults(func=cmd_health)

@@ -84,10 +84,18 @@ class ConfigureNode:
 
 @attrs.frozen
 class NodeReady:
-    """Reply to :class:`ConfigureNode`."""
+    """Reply to :class:`ConfigureNode`: the node works."""
 
     topics: tuple[str, ...] = ()
     """Topics that had undelivered data on disk and were started at once."""
+
+
+@attrs.frozen
+class NodeStartFailed:
+    """Reply to :class:`ConfigureNode`: the node cannot work; the RootSupervisor stays unconfigured."""
+
+    reason: str
+    """What failed (the data directory, the process-status adapter...), for the user."""
 
 
 @attrs.frozen
@@ -321,6 +329,14 @@ class ProcessStatusStart:
 
 
 @attrs.frozen
+class ProcessStatusStarted:
+    """ProcessStatus -> RootSupervisor: the answer to :class:`ProcessStatusStart`."""
+
+    error: str | None = None
+    """Why the adapter did not open or load (passwords masked); None: ready."""
+
+
+@attrs.frozen
 class ItemsProcessed:
     """TopicSupervisor -> ProcessStatus: entities whose last delivered chunk moved on."""
 
@@ -429,6 +445,10 @@ class RegistryStart:
 
     heartbeat_timeout: float
     """Seconds without a heartbeat after which a member counts as gone."""
+    node: str | None = None
+    """``host:port`` of the leader itself: always a member, whatever the allow list says."""
+    allowed: tuple[str, ...] | None = None
+    """The allow list (``host``, ``host:port``, networks); None: everyone."""
 
 
 @attrs.frozen
@@ -456,6 +476,16 @@ class NodeHeartbeat:
     """``"<topic>/<destination>"`` -> the node delivering it, for the topics this node routes."""
     pubsub: Any = None
     """The node's PubSub actor, for ``scope="cluster"`` broadcasts."""
+
+
+@attrs.frozen
+class MembershipRefused:
+    """ClusterRegistry -> RootSupervisor of a node that may not join, after each of its heartbeats."""
+
+    node: str
+    """``host:port`` of the refused node, as it introduced itself."""
+    reason: str
+    """Why, for the refused node's log, ``datalogger nodes`` and ``datalogger health``."""
 
 
 @attrs.frozen

@@ -21,15 +21,23 @@ from typing import Any
 from thespian.actors import ActorSystem
 
 from . import exceptions
+from ._startup import check_data_dir, reap_on_failure
 from ._thespian import (
+    ADMIN_HOST_CAPABILITY,
+    ALLOWED_CAPABILITY,
+    BIND_CAPABILITY,
     DEFAULT_ADMIN_PORT,
     DEFAULT_BIND,
     LEADER_CAPABILITY,
     NODE_CAPABILITY,
-    allow_members,
-    bind_to,
+    address_towards,
+    check_allowed,
+    check_port_free,
+    default_allowed,
+    is_own_address,
     log_defs,
     port_open,
+    resolve,
 )
 from .actors.root_supervisor import ROOT_NAME, RootSupervisor
 from .batching import ClientBatcher
@@ -48,6 +56,7 @@ from .messages import (
     NodeReady,
     NodesReply,
     NodesRequest,
+    NodeStartFailed,
     ProcessStatusInfo,
     ProcessStatusInfoRequest,
     ProcessStatusReset,
@@ -64,6 +73,8 @@ from .validation import normalize_rows, validate_topic
 __all__ = ["DataLogger", "connect", "get_default", "log", "start"]
 
 BASES = ("multiprocTCPBase", "simpleSystemBase")
+START_TIMEOUT = 30.0
+"""Seconds a node gets to answer that it is ready."""
 ROUTE_PROBE = 1.0
 """Seconds a direct ``log()`` waits before checking that its route is still alive."""
 
@@ -100,6 +111,8 @@ class DataLogger:
         self._batcher: ClientBatcher | None = None
         self._routes: dict[str, Any] = {}
         self._batcher_lock = threading.Lock()
+        #: ``host:port`` of the node's admin (None on ``simpleSystemBase``).
+        self.node: str | None = None
 
     @property
     def router(self) -> Any:
@@ -381,7 +394,7 @@ def start(
     *,
     base: str = "multiprocTCPBase",
     admin_port: int | None = None,
-    bind: str = DEFAULT_BIND,
+    bind: str | None = None,
     log_level: int | str = "WARNING",
     make_default: bool = True,
     leader: str | None = None,
@@ -389,14 +402,21 @@ def start(
 ) -> DataLogger:
     """Start a node and return its handle.
 
+    Everything the node needs is checked before this returns: the data
+    directory can be created and written, the admin port is free, the
+    process-status adapter opens. A start that fails raises and leaves no
+    process behind.
+
     Args:
         config: a dict, a TOML file path or a :class:`Config`; ``None`` for the
             embedded default (SQLite and JSONL).
         base: ``"multiprocTCPBase"`` (a process per actor) or ``"simpleSystemBase"``
             (one process, for tests and scripts).
         admin_port: the node's admin port (default 1900).
-        bind: the address the node's sockets listen on. Thespian moves pickles:
-            keep it on loopback unless the network is private and trusted.
+        bind: the address of this host the node's sockets listen on, and by
+            which the other nodes reach it. Default: ``127.0.0.1`` for a
+            leader; for a member, this host's address towards its leader.
+            Thespian moves pickles: keep it on a private, trusted network.
         log_level: level of the actor processes' log output.
         make_default: make this the instance module-level :func:`log` uses.
         leader: ``host:port`` of a running node to join as a member of its
@@ -406,8 +426,10 @@ def start(
             it (``["influxdb", "postgres"]``).
 
     Raises:
-        ConfigError: the configuration is malformed.
-        DataLoggerError: the admin port is taken, or the node did not start.
+        ConfigError: the configuration is malformed, or ``bind`` is not an
+            address of this host.
+        DataLoggerError: the data directory is unusable, the admin port is
+            taken, the process-status adapter failed, or the node did not start.
     """
     cfg = load_config(config)
     if base not in BASES:
@@ -416,39 +438,31 @@ def start(
     caps: dict[str, Any] = {}
     node: str | None = None
     if base == "multiprocTCPBase":
-        bind_to(bind)
-        if port_open(bind, port):
-            raise DataLoggerError(
-                f"admin port {port} is already in use: a node runs there (use datalogger.connect)"
-            )
-        node = f"{bind}:{port}"
-        caps = {"Admin Port": port, NODE_CAPABILITY: node}
-        caps.update(dict.fromkeys(capabilities, True))
-        if leader:
-            host, _, leader_port = leader.rpartition(":")
-            if not host or not leader_port.isdigit():
-                raise exceptions.ConfigError(f"leader must be host:port, not {leader!r}")
-            caps["Convention Address.IPv4"] = (host, int(leader_port))
-        else:
-            caps[LEADER_CAPABILITY] = True
-            allow_members(cfg.cluster.allowed_members)
-    elif leader or capabilities:
-        raise exceptions.ConfigError("leader and capabilities need base='multiprocTCPBase'")
+        host, caps = _node_capabilities(cfg, port, bind, leader, capabilities)
+        node = f"{host}:{port}"
+    elif leader or capabilities or bind:
+        raise exceptions.ConfigError("leader, bind and capabilities need base='multiprocTCPBase'")
+    check_data_dir(cfg.data_dir)
     level = (
         log_level if isinstance(log_level, int) else getattr(__import__("logging"), str(log_level).upper())
     )
     # The first node started in a process becomes Thespian's process-wide system, so that
     # ActorSystem().tell(dl.router, Log(...)) reaches it; later ones are kept apart.
     first = getattr(ActorSystem, "systemBase", None) is None
-    system = ActorSystem(base, caps, logDefs=log_defs(level), transientUnique=not first)
-    try:
-        router = system.createActor(RootSupervisor, globalName=ROOT_NAME)
-        ready = system.ask(router, ConfigureNode(cfg, node, leader, tuple(capabilities)), 30.0)
-        if not isinstance(ready, NodeReady):
-            raise DataLoggerError(f"the node did not start (answer: {ready!r})")
-    except BaseException:
-        system.shutdown()
-        raise
+    with reap_on_failure():
+        system = ActorSystem(base, caps, logDefs=log_defs(level), transientUnique=not first)
+        try:
+            router = system.createActor(RootSupervisor, globalName=ROOT_NAME)
+            ready = system.ask(router, ConfigureNode(cfg, node, leader, tuple(capabilities)), START_TIMEOUT)
+            if isinstance(ready, NodeStartFailed):
+                raise DataLoggerError(f"the node did not start: {ready.reason}")
+            if not isinstance(ready, NodeReady):
+                raise DataLoggerError(
+                    f"the node did not start: no answer within {START_TIMEOUT:g}s (answer: {ready!r})"
+                )
+        except BaseException:
+            system.shutdown()
+            raise
     handle = DataLogger(
         system,
         router,
@@ -457,27 +471,78 @@ def start(
         admin_port=port if base == "multiprocTCPBase" else None,
         log_timeout=cfg.log_timeout,
     )
+    handle.node = node
     if make_default:
         _set_default(handle)
     return handle
 
 
+def _node_capabilities(
+    cfg: Config, port: int, bind: str | None, leader: str | None, capabilities: Sequence[str]
+) -> tuple[str, dict[str, Any]]:
+    """Where a TCP node listens, and the capabilities of its actor system.
+
+    Raises:
+        ConfigError: ``leader`` is not ``host:port``, or ``bind`` is not an address of this host.
+        DataLoggerError: the admin port is taken.
+    """
+    caps: dict[str, Any] = {}
+    if leader:
+        leader_host, _, leader_port = leader.rpartition(":")
+        if not leader_host or not leader_port.isdigit():
+            raise exceptions.ConfigError(f"leader must be host:port, not {leader!r}")
+        caps["Convention Address.IPv4"] = (resolve(leader_host), int(leader_port))
+    if bind is None:
+        host = address_towards(caps["Convention Address.IPv4"][0]) if leader else DEFAULT_BIND
+    else:
+        host = resolve(bind)
+        if host == "0.0.0.0" or not is_own_address(host):
+            raise exceptions.ConfigError(
+                f"bind must be one address of this host (the one other nodes reach it by), not {bind!r}"
+            )
+    check_port_free(host, port, "admin port")
+    node = f"{host}:{port}"
+    caps.update({"Admin Port": port, ADMIN_HOST_CAPABILITY: host, NODE_CAPABILITY: node})
+    caps.update(dict.fromkeys(capabilities, True))
+    if not leader:
+        caps[LEADER_CAPABILITY] = True
+        allowed = check_allowed(cfg.cluster.allowed_members) or default_allowed(host)
+        caps[ALLOWED_CAPABILITY] = [*allowed, node]  # a node always admits itself
+    return host, caps
+
+
 def connect(
-    admin_port: int = DEFAULT_ADMIN_PORT, *, host: str = DEFAULT_BIND, make_default: bool = True
+    admin_port: int = DEFAULT_ADMIN_PORT,
+    *,
+    host: str = DEFAULT_BIND,
+    bind: str | None = None,
+    make_default: bool = True,
 ) -> DataLogger:
     """Attach to a node running on ``host:admin_port`` (started by another process).
 
+    The node may run on another host: this process then listens for the
+    node's answers on its own address towards ``host`` (the source address of
+    the route there), or on ``bind``.
+
     Raises:
         NotRunning: nothing listens there.
+        DataLoggerError: no route leads to ``host``, or ``bind`` is not an address of this host.
     """
-    if not port_open(host, admin_port):
-        raise NotRunning(f"no datalogger node is listening on {host}:{admin_port}")
-    bind_to(host)
-    system = ActorSystem(
-        "multiprocTCPBase", {"Admin Port": admin_port}, logDefs=log_defs(), transientUnique=True
-    )
+    target = resolve(host)
+    if bind is None:
+        own = address_towards(target)
+    else:
+        own = resolve(bind)
+        if not is_own_address(own):
+            raise exceptions.ConfigError(f"bind must be an address of this host, not {bind!r}")
+    if not port_open(target, admin_port, source=own):
+        raise NotRunning(f"no datalogger node is listening on {host}:{admin_port} (seen from {own})")
+    caps = {"Admin Port": admin_port, ADMIN_HOST_CAPABILITY: target, BIND_CAPABILITY: own}
+    with reap_on_failure():
+        system = ActorSystem("multiprocTCPBase", caps, logDefs=log_defs(), transientUnique=True)
     router = system.createActor(RootSupervisor, globalName=ROOT_NAME)
     handle = DataLogger(system, router, config=None, owns_system=False, admin_port=admin_port)
+    handle.node = f"{target}:{admin_port}"
     if make_default:
         _set_default(handle)
     return handle

@@ -18,7 +18,14 @@ from typing import Any
 from thespian.actors import ActorTypeDispatcher, WakeupMessage
 
 from .._thespian import member_allowed
-from ..messages import Membership, NodeHeartbeat, NodesReply, NodesRequest, RegistryStart
+from ..messages import (
+    Membership,
+    MembershipRefused,
+    NodeHeartbeat,
+    NodesReply,
+    NodesRequest,
+    RegistryStart,
+)
 from ..placement import Member
 
 log = logging.getLogger("datalogger.cluster")
@@ -34,10 +41,14 @@ class ClusterRegistry(ActorTypeDispatcher):
         self.version = 0
         self.checking = False
         self.refused: set[str] = set()
+        self.node: str | None = None
+        self.allowed: tuple[str, ...] | None = None
 
     def receiveMsg_RegistryStart(self, message: RegistryStart, sender: Any) -> None:
-        """Start checking for silent members."""
+        """Start checking for silent members (a second RegistryStart only updates the settings)."""
         self.timeout = message.heartbeat_timeout
+        self.node = message.node
+        self.allowed = None if message.allowed is None else tuple(message.allowed)
         if not self.checking:
             self.checking = True
             self.wakeupAfter(timedelta(seconds=self.timeout / 3))
@@ -55,14 +66,30 @@ class ClusterRegistry(ActorTypeDispatcher):
         for info in self.members.values():
             self.send(info["root"], membership)
 
+    def _admits(self, node: str) -> bool:
+        """The leader itself always; others when the allow list names them."""
+        if node == self.node or self.allowed is None:
+            return True
+        host, _, port = node.rpartition(":")
+        return port.isdigit() and member_allowed(host, int(port), self.allowed)
+
     def receiveMsg_NodeHeartbeat(self, message: NodeHeartbeat, sender: Any) -> None:
-        """A node is alive: record it; a new or changed node is announced to all."""
-        host, _, port = message.node.rpartition(":")
-        if not port.isdigit() or not member_allowed(host, int(port)):
+        """A node is alive: record it; a new or changed node is announced to all.
+
+        A node the allow list does not admit is told so after each heartbeat
+        (:class:`MembershipRefused`), and logged here once.
+        """
+        if not self._admits(message.node):
             if message.node not in self.refused:
                 self.refused.add(message.node)
                 log.warning("refused node %s: not in cluster.allowed_members", message.node)
+            reason = (
+                f"not in cluster.allowed_members of the leader {self.node}; add "
+                f"{message.node.rpartition(':')[0]} (or its network) there and restart the leader"
+            )
+            self.send(message.root, MembershipRefused(message.node, reason))
             return
+        self.refused.discard(message.node)
         known = self.members.get(message.node)
         changed = (
             known is None
@@ -109,6 +136,7 @@ class ClusterRegistry(ActorTypeDispatcher):
                 "capabilities": list(info["capabilities"]),
                 "last_seen": info["last_seen"],
                 "holds": sorted(set(holds[node])),
+                "state": "member",
             }
             for node, info in sorted(self.members.items())
         ]

@@ -32,6 +32,7 @@ from ..messages import (
     ProcessStatusReset,
     ProcessStatusResetDone,
     ProcessStatusStart,
+    ProcessStatusStarted,
     ProcessStatusSync,
     ProcessStatusSynced,
     WatermarksReply,
@@ -56,13 +57,34 @@ class ProcessStatus(ActorTypeDispatcher):
         self.adapter_name = ""
 
     def receiveMsg_ProcessStatusStart(self, message: ProcessStatusStart, sender: Any) -> None:
-        """Open the adapter and load every item into the cache."""
-        self.adapter_name = message.adapter
+        """Open the adapter, load every item into the cache, answer :class:`ProcessStatusStarted`.
+
+        All or nothing: when the adapter does not open or load, this actor
+        stays without one (as it was) and the answer carries the reason, so a
+        later ProcessStatusStart may try again. Once started, a second one
+        (or Thespian's retry) changes nothing.
+        """
+        if self.adapter is not None:
+            self.send(sender, ProcessStatusStarted())
+            return
+        adapter: StorageAdapter | None = None
         try:
-            self.adapter = create_adapter(message.adapter, message.options)
-            self.cache = dict(self.adapter.load())
+            adapter = create_adapter(message.adapter, message.options)
+            loaded = dict(adapter.load())
         except Exception as exc:
+            if adapter is not None:
+                try:
+                    adapter.close()
+                except Exception:
+                    pass
             log.error("process status adapter %s failed: %s", message.adapter, describe(exc))
+            self.send(sender, ProcessStatusStarted(describe(exc)))
+            return
+        self.adapter, self.adapter_name = adapter, message.adapter
+        for entity_name, timestamp in loaded.items():  # what arrived meanwhile is newer
+            self.cache[entity_name] = max(timestamp, self.cache.get(entity_name, timestamp))
+        self._write({})
+        self.send(sender, ProcessStatusStarted())
 
     def _write(self, items: dict[str, int]) -> None:
         self.unwritten.update(items)

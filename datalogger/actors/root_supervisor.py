@@ -20,7 +20,10 @@ from typing import Any
 import attrs
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited, WakeupMessage
 
+from .._startup import check_data_dir
+from .._thespian import check_allowed, default_allowed
 from ..config import Config
+from ..delivery import describe
 from ..exceptions import DataLoggerError, InvalidTopic
 from ..messages import (
     ConfigureNode,
@@ -31,15 +34,18 @@ from ..messages import (
     Log,
     LogRejected,
     Membership,
+    MembershipRefused,
     NodeHeartbeat,
     NodeReady,
     NodesReply,
     NodesRequest,
+    NodeStartFailed,
     PlacementReport,
     ProcessStatusInfoRequest,
     ProcessStatusMoved,
     ProcessStatusReset,
     ProcessStatusStart,
+    ProcessStatusStarted,
     ProcessStatusSync,
     ProcessStatusSynced,
     PubSubPeers,
@@ -78,6 +84,8 @@ ROOT_NAME = "datalogger-root"
 """The global name of every node's RootSupervisor."""
 READY_WAIT = 5.0
 """Seconds a member waits for the leader's membership before it starts alone."""
+PROCESS_STATUS_RETRY = 2.0
+"""Seconds before a restarted ProcessStatus whose adapter failed is asked to start again."""
 
 
 @attrs.define
@@ -98,6 +106,11 @@ class RootSupervisor(ActorTypeDispatcher):
 
     def __init__(self) -> None:
         super().__init__()
+        self._reset()
+        self.generation = 0
+
+    def _reset(self) -> None:
+        """The state of a RootSupervisor that has no configuration (also after a failed start)."""
         self.config: Config | None = None
         self.topics: dict[str, Any] = {}
         self.gathers: dict[int, Gather] = {}
@@ -117,38 +130,73 @@ class RootSupervisor(ActorTypeDispatcher):
         self.membership_at = 0.0
         self.placements: dict[str, dict[str, str | None]] = {}
         self.pubsub: Any = None
+        self.refused: str | None = None
 
     # ------------------------------------------------------------------ setup
     def receiveMsg_ConfigureNode(self, message: ConfigureNode, sender: Any) -> None:
-        """Take the configuration, start ProcessStatus and join the convention.
+        """Check the data directory, start ProcessStatus and join the convention.
 
-        Answers :class:`NodeReady` once topics with unsettled chunks are
-        started and, on a TCP node, the membership is known.
+        Answers :class:`NodeReady` once the process-status adapter is open,
+        topics with unsettled chunks are started and, on a TCP node, the
+        membership is known; :class:`NodeStartFailed` with the reason when a
+        step fails, leaving this actor unconfigured (as it was). A second
+        ConfigureNode (or Thespian's retry of one) changes nothing: it is
+        answered ``NodeReady`` once the node is ready.
         """
         if self.config is not None:
-            self.send(sender, NodeReady(tuple(sorted(self.topics))))
+            if self.configured_by is None:
+                self.send(sender, NodeReady(tuple(sorted(self.topics))))
             return
+        try:
+            check_data_dir(message.config.data_dir)
+        except DataLoggerError as exc:
+            self.send(sender, NodeStartFailed(str(exc)))
+            return
+        self.generation += 1
         self.config = message.config
-        os.makedirs(message.config.data_dir, exist_ok=True)
         self.configured_by = sender
-        self.waiting_for = {"watermarks"}
-        self._start_process_status()
-        self.send(self.process_status, WatermarksRequest(-1, None))
-        if message.node is not None:
-            self.node, self.leader = message.node, message.leader
-            self.capabilities = tuple(message.capabilities)
-            self.pubsub = self.createActor(PubSub, globalName=PUBSUB_NAME)
-            self.members = (Member(message.node, self.capabilities, self.myAddress, self.pubsub),)
-            self.waiting_for.add("membership")
-            self._find_registry()
-            self.wakeupAfter(timedelta(seconds=self.config.cluster.heartbeat_interval), ("heartbeat",))
-            self.wakeupAfter(timedelta(seconds=READY_WAIT), ("ready",))
+        self.waiting_for = {"process_status"}
+        try:
+            self._start_process_status()
+            if message.node is not None:
+                self.node, self.leader = message.node, message.leader
+                self.capabilities = tuple(message.capabilities)
+                self.pubsub = self.createActor(PubSub, globalName=PUBSUB_NAME)
+                self.members = (Member(message.node, self.capabilities, self.myAddress, self.pubsub),)
+                self.waiting_for.add("membership")
+                self._find_registry()
+                self._after(self.config.cluster.heartbeat_interval, "heartbeat")
+                self._after(READY_WAIT, "ready")
+        except Exception as exc:
+            self._fail_start(f"the node's actors did not start: {describe(exc)}")
+
+    def _after(self, seconds: float, what: str) -> None:
+        """A timer of this configuration (a timer of an earlier, failed one is ignored)."""
+        self.wakeupAfter(timedelta(seconds=seconds), (what, self.generation))
+
+    def _fail_start(self, reason: str) -> None:
+        """Answer NodeStartFailed, stop what was started, and forget the configuration."""
+        log.error("the node did not start: %s", reason)
+        reply_to = self.configured_by
+        started = [self.process_status, self.pubsub, *self.topics.values()]
+        if self.leader is None:
+            started.append(self.registry)
+        for address in started:
+            if address is not None:
+                self.send(address, ActorExitRequest())
+        self._reset()
+        if reply_to is not None:
+            self.send(reply_to, NodeStartFailed(reason))
 
     def _find_registry(self) -> None:
         assert self.config is not None
         if self.leader is None:
             self.registry = self.createActor(ClusterRegistry, globalName=REGISTRY_NAME)
-            self.send(self.registry, RegistryStart(self.config.cluster.heartbeat_timeout))
+            settings = self.config.cluster
+            allowed = check_allowed(settings.allowed_members) or default_allowed(
+                (self.node or "127.0.0.1:0").rpartition(":")[0]
+            )
+            self.send(self.registry, RegistryStart(settings.heartbeat_timeout, self.node, allowed))
             self._heartbeat()
         else:
             self.send(self.createActor(RegistryLocator, targetActorRequirements={}), LocateRegistry())
@@ -163,15 +211,18 @@ class RootSupervisor(ActorTypeDispatcher):
     def _heartbeat(self) -> None:
         if self.registry is None or self.node is None:
             return
-        placements = {
+        self.send(
+            self.registry,
+            NodeHeartbeat(self.node, self.myAddress, self.capabilities, self._placements(), self.pubsub),
+        )
+
+    def _placements(self) -> dict[str, str | None]:
+        """``"<topic>/<destination>"`` -> the node delivering it, for the topics routed here."""
+        return {
             f"{topic}/{dest}": owner
             for topic, owners in self.placements.items()
             for dest, owner in owners.items()
         }
-        self.send(
-            self.registry,
-            NodeHeartbeat(self.node, self.myAddress, self.capabilities, placements, self.pubsub),
-        )
 
     def receiveMsg_RegistryLocated(self, message: RegistryLocated, sender: Any) -> None:
         """The leader's registry: start sending heartbeats to it."""
@@ -180,7 +231,12 @@ class RootSupervisor(ActorTypeDispatcher):
 
     def receiveMsg_Membership(self, message: Membership, sender: Any) -> None:
         """The live members: tell every topic, so destinations move off dead members."""
+        if self.config is None:
+            return
         self.membership_at = time.monotonic()
+        if self.refused is not None and any(m.node == self.node for m in message.members):
+            log.warning("node %s: admitted by the leader %s", self.node, self.leader)
+            self.refused = None
         if message.members != self.members:
             self.members = tuple(message.members)
             for address in self.topics.values():
@@ -190,13 +246,33 @@ class RootSupervisor(ActorTypeDispatcher):
                 self.send(self.pubsub, PubSubPeers(peers))
         self._ready("membership")
 
+    def receiveMsg_MembershipRefused(self, message: MembershipRefused, sender: Any) -> None:
+        """The leader will not have this node: say so, and work alone until it is admitted."""
+        if self.config is None:
+            return
+        if self.refused != message.reason:
+            log.error("node %s is refused by the leader %s: %s", self.node, self.leader, message.reason)
+        self.refused = message.reason
+        self.membership_at = time.monotonic()
+        self._ready("membership")
+
     def receiveMsg_PlacementReport(self, message: PlacementReport, sender: Any) -> None:
         """Where a topic's destinations are delivered from (for heartbeats and ``nodes``)."""
         self.placements[message.topic] = dict(message.owners)
 
     def receiveMsg_NodesRequest(self, message: NodesRequest, sender: Any) -> None:
-        """Ask the registry for the members; answer alone without one."""
-        if self.registry is not None:
+        """Ask the registry for the members; answer alone without one, or while refused."""
+        if self.refused is not None:
+            own = {
+                "node": self.node,
+                "capabilities": list(self.capabilities),
+                "last_seen": time.time(),
+                "holds": sorted(self._placements()),
+                "state": "refused",
+                "reason": self.refused,
+            }
+            self.send(message.reply_to or sender, NodesReply([own], message.ref))
+        elif self.registry is not None:
             self.send(self.registry, attrs.evolve(message, reply_to=message.reply_to or sender))
         else:
             self.send(sender, NodesReply([], message.ref))
@@ -206,6 +282,28 @@ class RootSupervisor(ActorTypeDispatcher):
         self.process_status = self.createActor(ProcessStatus)
         settings = self.config.process_status
         self.send(self.process_status, ProcessStatusStart(settings.adapter, dict(settings.options)))
+
+    def receiveMsg_ProcessStatusStarted(self, message: ProcessStatusStarted, sender: Any) -> None:
+        """The adapter is open: read the watermarks. It failed: fail the start, or retry later."""
+        if self.config is None or sender != self.process_status:
+            return
+        adapter = self.config.process_status.adapter
+        if message.error is not None:
+            if self.configured_by is not None:
+                self._fail_start(f"the process-status adapter {adapter!r} did not start: {message.error}")
+            else:
+                log.error(
+                    "the process-status adapter %r did not start: %s; trying again in %gs",
+                    adapter,
+                    message.error,
+                    PROCESS_STATUS_RETRY,
+                )
+                self._after(PROCESS_STATUS_RETRY, "process-status")
+            return
+        if "process_status" in self.waiting_for:
+            self.waiting_for.add("watermarks")
+            self.send(self.process_status, WatermarksRequest(-1, None))
+            self._ready("process_status")
 
     def receiveMsg_WatermarksReply(self, message: WatermarksReply, sender: Any) -> None:
         """At start: every topic whose log holds chunks a destination has not settled."""
@@ -322,7 +420,7 @@ class RootSupervisor(ActorTypeDispatcher):
             items = tuple(item for _, i in gather.results.values() for item in i)
             self.shutdown_reply = (gather.reply_to, gather.ref, rows)
             self.send(self.process_status, ProcessStatusSync(items, token))
-            self.wakeupAfter(timedelta(seconds=5.0), ("status-sync", token))
+            self._after(5.0, "status-sync")
 
     def receiveMsg_ProcessStatusSynced(self, message: ProcessStatusSynced, sender: Any) -> None:
         """The final process status is stored: the node may stop."""
@@ -335,24 +433,41 @@ class RootSupervisor(ActorTypeDispatcher):
             self.send(reply_to, ShutdownReady(rows, ref))
 
     def _stats(self, results: dict[str, Any]) -> dict[str, Any]:
-        return {
+        stats: dict[str, Any] = {
             "topics": {topic: stats for topic, (stats, _) in sorted(results.items())},
             "supervisor_pids": {topic: pid for topic, (_, pid) in sorted(results.items())},
             "rejected": self.rejected,
             "last_rejection": self.last_rejection,
         }
+        if self.node is not None:
+            stats["cluster"] = {
+                "node": self.node,
+                "leader": self.leader,
+                "members": len(self.members or ()),
+                "refused": self.refused,
+            }
+        return stats
 
     def receiveMsg_WakeupMessage(self, message: WakeupMessage, sender: Any) -> None:
         """Heartbeats, and requests that timed out: answer with what arrived."""
         payload = message.payload
-        if payload == ("heartbeat",):
-            self._on_heartbeat_timer()
-        elif payload == ("ready",):
-            if self.waiting_for - {"watermarks"}:
-                log.warning("node %s: no membership from the leader yet; starting alone", self.node)
-            self._ready("membership")
-        elif isinstance(payload, tuple):
-            self._shutdown_ready()  # ProcessStatus did not confirm in time
+        if isinstance(payload, tuple) and len(payload) == 2 and isinstance(payload[0], str):
+            what, generation = payload
+            if generation != self.generation or self.config is None:
+                return  # a timer of a configuration that failed
+            if what == "heartbeat":
+                self._on_heartbeat_timer()
+            elif what == "ready":
+                if self.waiting_for - {"watermarks", "process_status"}:
+                    log.warning("node %s: no membership from the leader yet; starting alone", self.node)
+                elif self.refused is not None:
+                    log.error("node %s: starting alone, refused by the leader: %s", self.node, self.refused)
+                self._ready("membership")
+            elif what == "process-status" and self.process_status is not None:
+                settings = self.config.process_status
+                self.send(self.process_status, ProcessStatusStart(settings.adapter, dict(settings.options)))
+            elif what == "status-sync":
+                self._shutdown_ready()  # ProcessStatus did not confirm in time
         else:
             self._finish(payload)
 
@@ -365,7 +480,7 @@ class RootSupervisor(ActorTypeDispatcher):
         if self.leader is not None and stale:
             self._find_registry()  # the leader restarted, or never answered: look again
         self._heartbeat()
-        self.wakeupAfter(timedelta(seconds=settings.heartbeat_interval), ("heartbeat",))
+        self._after(settings.heartbeat_interval, "heartbeat")
 
     def receiveMsg_StatsRequest(self, message: StatsRequest, sender: Any) -> None:
         """Gather counters from every topic."""
