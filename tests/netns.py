@@ -59,13 +59,17 @@ class Host:
         """``args`` to run inside this host."""
         return ["ip", "netns", "exec", self.netns, *args]
 
-    def run(self, *args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command inside this host and wait for it."""
         return subprocess.run(
             self.command(*args), input=input, capture_output=True, text=True, timeout=timeout, env=env()
         )
 
-    def datalogger(self, *args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def datalogger(
+        self, *args: str, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``datalogger ARGS`` inside this host."""
         return self.run(sys.executable, "-m", "datalogger", *args, input=input, timeout=timeout)
 
@@ -73,7 +77,9 @@ class Host:
         """Run Python ``code`` inside this host."""
         return self.run(sys.executable, "-c", code, timeout=timeout)
 
-    def popen(self, *args: str, log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def popen(
+        self, *args: str, log: Path, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start a command inside this host, its output going to ``log``."""
         with open(log, "ab") as out:
             return subprocess.Popen(
@@ -157,7 +163,9 @@ class NetnsNode:
         self.log.write_text("")
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                self.host.command(sys.executable, "-m", "datalogger", "run", "--config", str(self.config), *self.args),
+                self.host.command(
+                    sys.executable, "-m", "datalogger", "run", "--config", str(self.config), *self.args
+                ),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env(),

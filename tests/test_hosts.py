@@ -64,7 +64,9 @@ def cluster(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
     out = tmp / "out"
     leader = NetnsNode(bed.hosts["l"], config(tmp / "l.toml", out), "--bind", LEADER).start()
     members = [
-        NetnsNode(bed.hosts["a"], config(tmp / "a.toml", out), "--leader", f"{LEADER}:1900", "--capability", "gpu"),
+        NetnsNode(
+            bed.hosts["a"], config(tmp / "a.toml", out), "--leader", f"{LEADER}:1900", "--capability", "gpu"
+        ),
         NetnsNode(bed.hosts["b"], config(tmp / "b.toml", out), "--leader", f"{LEADER}:1900"),
     ]
     for member in members:
@@ -109,6 +111,7 @@ def test_capability_placement_across_hosts(bed: Bed, cluster: dict[str, Any]) ->
         mine = "".join(line + "\n" for line in rows.splitlines() if line.startswith(f'{{"id": "p{t}-'))
         result = client.datalogger("log", f"p{t}", "--host", "10.8.0.13", input=mine)
         assert result.returncode == 0, result.stdout + result.stderr
+
     def placed(members: list[dict[str, Any]]) -> bool:
         holds = {m["node"]: m["holds"] for m in members}
         return sum(p.startswith("p") and p.endswith("/g") for p in holds.get("10.8.0.12:1900", [])) == 4
@@ -148,7 +151,9 @@ def test_cli_and_connect_from_another_host(bed: Bed, cluster: dict[str, Any]) ->
         "dl.close()\n"
     )
     python = client.python(code)
-    assert python.returncode == 0 and re.search(r"^seq \d+$", python.stdout, re.M), python.stdout + python.stderr
+    assert python.returncode == 0 and re.search(r"^seq \d+$", python.stdout, re.M), (
+        python.stdout + python.stderr
+    )
 
     status = client.datalogger("status", "--host", LEADER, "--json")
     assert status.returncode == 0, status.stdout + status.stderr
@@ -170,7 +175,11 @@ def test_cli_and_connect_from_another_host(bed: Bed, cluster: dict[str, Any]) ->
     assert health.returncode == 0 and health.stdout.startswith("healthy"), health.stdout + health.stderr
 
     assert sorted(i for i in jsonl_ids(cluster["out"] / "f") if i.startswith(("cli-", "py-"))) == [
-        "cli-0", "cli-1", "cli-2", "py-1", "py-2"
+        "cli-0",
+        "cli-1",
+        "cli-2",
+        "py-1",
+        "py-2",
     ]
 
 
@@ -191,6 +200,7 @@ def test_member_cut_off_and_restored_while_rows_flow(bed: Bed, cluster: dict[str
         sys.executable, "-m", "tests.netns_logger", LEADER, str(acked), str(stop), log=tmp / "logger.log"
     )
     try:
+
         def acknowledged() -> int:
             return sum(1 for _ in open(acked)) if acked.exists() else 0
 
@@ -201,16 +211,23 @@ def test_member_cut_off_and_restored_while_rows_flow(bed: Bed, cluster: dict[str
         bed.cut("a")
         cut_at, before_cut = time.monotonic(), acknowledged()
         members = wait_nodes(
-            client, LEADER, lambda m: {x["node"] for x in m} == {"10.8.0.11:1900", "10.8.0.13:1900"},
-            "10.8.0.12 dropped", 15,
+            client,
+            LEADER,
+            lambda m: {x["node"] for x in m} == {"10.8.0.11:1900", "10.8.0.13:1900"},
+            "10.8.0.12 dropped",
+            15,
         )
         dropped_after = time.monotonic() - cut_at
         during_cut = acknowledged() - before_cut
         bed.restore("a")
         wait_nodes(
-            client, LEADER,
-            lambda m: any(x["node"] == "10.8.0.12:1900" and any(p.endswith("/g") for p in x["holds"]) for x in m),
-            "10.8.0.12 back, delivering the gpu destination", 30,
+            client,
+            LEADER,
+            lambda m: any(
+                x["node"] == "10.8.0.12:1900" and any(p.endswith("/g") for p in x["holds"]) for x in m
+            ),
+            "10.8.0.12 back, delivering the gpu destination",
+            30,
         )
         more = acknowledged()
         deadline = time.monotonic() + 10
@@ -232,7 +249,9 @@ def test_member_cut_off_and_restored_while_rows_flow(bed: Bed, cluster: dict[str
     for destination in ("f", "g"):
         delivered = [i for i in jsonl_ids(cluster["out"] / destination) if i.startswith("t")]
         missing = ids - set(delivered)
-        assert not missing, f"{len(missing)} acknowledged rows never reached {destination}: {sorted(missing)[:5]}"
+        assert not missing, (
+            f"{len(missing)} acknowledged rows never reached {destination}: {sorted(missing)[:5]}"
+        )
 
 
 # --------------------------------------------------------------------------- docs/security.md as written

@@ -32,7 +32,8 @@ ENV = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
 def write_config(tmp_path: Path, data_dir: Path | str, extra: str = "") -> Path:
     config = tmp_path / "node.toml"
     config.write_text(
-        f'data_dir = "{data_dir}"\n{extra}\n[destinations.f]\ntype = "jsonl"\ndirectory = "{tmp_path / "out"}"\n'
+        f'data_dir = "{data_dir}"\n{extra}\n'
+        f'[destinations.f]\ntype = "jsonl"\ndirectory = "{tmp_path / "out"}"\n'
     )
     return config
 
@@ -50,7 +51,18 @@ def node_processes(port: int) -> list[psutil.Process]:
 def run_fails(config: Path, port: int, *extra: str, prefix: tuple[str, ...] = ()) -> str:
     """``datalogger run`` must exit non-zero, leave no process, and return what it said."""
     result = subprocess.run(
-        [*prefix, sys.executable, "-m", "datalogger", "run", "--config", str(config), "--admin-port", str(port), *extra],
+        [
+            *prefix,
+            sys.executable,
+            "-m",
+            "datalogger",
+            "run",
+            "--config",
+            str(config),
+            "--admin-port",
+            str(port),
+            *extra,
+        ],
         capture_output=True,
         text=True,
         timeout=90,
@@ -101,9 +113,7 @@ def test_data_dir_on_a_read_only_mount(tmp_path: Path) -> None:
     config = write_config(tmp_path, mountpoint)
     # a read-only tmpfs in a mount namespace of the node's own: nothing outside it changes
     port = free_port()
-    script = (
-        f'mount -t tmpfs -o ro tmpfs "{mountpoint}" && exec "$@"'
-    )
+    script = f'mount -t tmpfs -o ro tmpfs "{mountpoint}" && exec "$@"'
     said = run_fails(
         config, port, prefix=("unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh")
     )
@@ -124,12 +134,18 @@ def test_data_dir_checked_again_by_the_node(tmp_path: Path) -> None:
     try:
         root = system.createActor(RootSupervisor)
         bad = load_config(
-            {"data_dir": str(blocker / "d"), "destinations": {"f": {"type": "jsonl", "directory": str(tmp_path)}}}
+            {
+                "data_dir": str(blocker / "d"),
+                "destinations": {"f": {"type": "jsonl", "directory": str(tmp_path)}},
+            }
         )
         answer = system.ask(root, ConfigureNode(bad), 10)
         assert isinstance(answer, NodeStartFailed) and "Not a directory" in answer.reason
         good = load_config(
-            {"data_dir": str(tmp_path / "d"), "destinations": {"f": {"type": "jsonl", "directory": str(tmp_path)}}}
+            {
+                "data_dir": str(tmp_path / "d"),
+                "destinations": {"f": {"type": "jsonl", "directory": str(tmp_path)}},
+            }
         )
         assert isinstance(system.ask(root, ConfigureNode(good), 10), NodeReady)
     finally:
@@ -153,7 +169,9 @@ def test_process_status_adapter_whose_postgres_is_down(tmp_path: Path, no_new_ch
 
 def test_process_status_adapter_whose_redis_is_down(tmp_path: Path) -> None:
     redis_url_or_skip()
-    extra = f'[process_status]\nadapter = "redis"\noptions = {{ url = "redis://127.0.0.1:{free_port()}/0" }}\n'
+    extra = (
+        f'[process_status]\nadapter = "redis"\noptions = {{ url = "redis://127.0.0.1:{free_port()}/0" }}\n'
+    )
     said = run_fails(write_config(tmp_path, tmp_path / "data", extra), free_port())
     assert "the process-status adapter 'redis' did not start" in said, said
 
@@ -196,9 +214,22 @@ def test_thespian_base_ipaddr_does_not_move_a_node(tmp_path: Path) -> None:
     port = free_port()
     env = {**ENV, "THESPIAN_BASE_IPADDR": "127.0.0.1"}
     node = subprocess.Popen(
-        [sys.executable, "-m", "datalogger", "run", "--config", str(config), "--admin-port", str(port),
-         "--bind", "127.0.0.2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "datalogger",
+            "run",
+            "--config",
+            str(config),
+            "--admin-port",
+            str(port),
+            "--bind",
+            "127.0.0.2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     try:
         assert node.stdout is not None
@@ -213,8 +244,22 @@ def test_thespian_base_ipaddr_does_not_move_a_node(tmp_path: Path) -> None:
         assert ("127.0.0.2", port) in listening
         assert {ip for ip, _ in listening} == {"127.0.0.2"}, f"a socket listens elsewhere: {listening}"
         log = subprocess.run(
-            [sys.executable, "-m", "datalogger", "log", "t", "--host", "127.0.0.2", "--admin-port", str(port)],
-            input='{"id": 1}\n', capture_output=True, text=True, timeout=60, env=env,
+            [
+                sys.executable,
+                "-m",
+                "datalogger",
+                "log",
+                "t",
+                "--host",
+                "127.0.0.2",
+                "--admin-port",
+                str(port),
+            ],
+            input='{"id": 1}\n',
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
         )
         assert log.returncode == 0 and "logged 1 rows" in log.stdout, log.stdout + log.stderr
         assert "THESPIAN_BASE_IPADDR" not in os.environ
@@ -231,7 +276,10 @@ def test_thespian_base_ipaddr_does_not_move_a_node(tmp_path: Path) -> None:
 def test_start_sets_no_environment_variable(tmp_path: Path) -> None:
     before = dict(os.environ)
     handle = datalogger.start(
-        {"data_dir": str(tmp_path / "d"), "destinations": {"f": {"type": "jsonl", "directory": str(tmp_path)}}},
+        {
+            "data_dir": str(tmp_path / "d"),
+            "destinations": {"f": {"type": "jsonl", "directory": str(tmp_path)}},
+        },
         admin_port=free_port(),
         make_default=False,
     )

@@ -67,7 +67,14 @@ class BufferActor(ActorTypeDispatcher):
         self.partition: Partition | None = None
 
     def receiveMsg_BufferStart(self, message: BufferStart, sender: Any) -> None:
-        """Import the user's class, make this partition's copy of the buffer, call ``on_start``."""
+        """Import the user's class, make this partition's copy of the buffer, call ``on_start``.
+
+        The partition is taken up only once ``on_start`` returned; a second
+        BufferStart (or Thespian's retry) is answered without starting again.
+        """
+        if self.partition is not None:
+            self.send(sender, BufferStarted(message.partition, None, message.token))
+            return
         try:
             cls = load_buffer_class(message.buffer_class)
             buffer = cls.__new__(cls)

@@ -88,16 +88,29 @@ class DestinationWorker(ActorTypeDispatcher):
 
     # ------------------------------------------------------------------ setup
     def receiveMsg_StartWorker(self, message: StartWorker, sender: Any) -> None:
-        """Take up the destination ``message.spec`` for ``message.topic``."""
-        self.spec = message.spec
-        self.topic = message.topic
-        self.supervisor = sender
-        self.host = DestinationHost(message.spec, message.topic)
-        self.policy = RetryPolicy(message.spec.retry)
-        self.dead_letters = DeadLetterStore(os.path.join(message.data_dir, "dead_letters"))
-        buffer = message.spec.buffer
-        if buffer is not None:
-            self.batcher = Batcher(buffer.max_size, buffer.interval, buffer.jitter)
+        """Take up the destination ``message.spec`` for ``message.topic``.
+
+        All or nothing: the parts are built first and taken up together. A
+        second StartWorker (or Thespian's retry) changes nothing; one that
+        cannot be taken up is logged and this worker exits, so that its
+        supervisor starts a new one and hands it the chunks again.
+        """
+        if self.spec is not None:
+            return
+        try:
+            host = DestinationHost(message.spec, message.topic)
+            policy = RetryPolicy(message.spec.retry)
+            dead_letters = DeadLetterStore(os.path.join(message.data_dir, "dead_letters"))
+            buffer = message.spec.buffer
+            batcher = None if buffer is None else Batcher(buffer.max_size, buffer.interval, buffer.jitter)
+        except Exception as exc:
+            log.error(
+                "worker for %s/%s cannot start: %s", message.topic, message.spec.name, describe(exc)
+            )
+            self.send(self.myAddress, ActorExitRequest())
+            return
+        self.spec, self.topic, self.supervisor = message.spec, message.topic, sender
+        self.host, self.policy, self.dead_letters, self.batcher = host, policy, dead_letters, batcher
         self.wakeupAfter(timedelta(seconds=PARENT_CHECK_EVERY), ("parent", 0))
 
     # ------------------------------------------------------------------ intake

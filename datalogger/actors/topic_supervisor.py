@@ -31,6 +31,7 @@ import attrs
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited, WakeupMessage
 
 from ..config import Config
+from ..delivery import describe
 from ..lane import Lane
 from ..messages import (
     AttemptFailed,
@@ -75,6 +76,8 @@ MERGE_ROWS = 10_000
 """Most rows merged into one hand-over to a worker (a single chunk may be larger)."""
 STATUS_EVERY = 0.2
 """Seconds between reports to ProcessStatus (and log clean-ups) while chunks settle."""
+START_RETRY = 2.0
+"""Seconds between attempts to start a topic whose write-ahead log could not be opened."""
 RECOVERY_WAIT = 10.0
 """Seconds to wait for ProcessStatus at start before replaying the whole log."""
 
@@ -119,24 +122,45 @@ class TopicSupervisor(ActorTypeDispatcher):
         self.members: tuple[Member, ...] | None = None
         self.owners: dict[str, str | None] = {}
         self.root: Any = None
+        self.start_error: str | None = None
+        self.pending_start: StartTopic | None = None
 
     # ------------------------------------------------------------------ setup
     def receiveMsg_StartTopic(self, message: StartTopic, sender: Any) -> None:
-        """Open the log, start a worker per destination, ask where each one stopped."""
-        self.topic = message.topic
+        """Open the log, start a worker per destination, ask where each one stopped.
+
+        All or nothing: when the log cannot be opened (the disk is read-only,
+        full, not ours), nothing is taken up, chunks are refused with the
+        reason, and the start is tried again every :data:`START_RETRY`
+        seconds. A second StartTopic (or Thespian's retry) changes nothing.
+        """
+        if self.wal is not None:
+            return
         config: Config = message.config
+        fsync = "never" if config.wal.fsync == "always" else config.wal.fsync
+        try:
+            wal = WriteAheadLog(
+                os.path.join(config.data_dir, "wal"),
+                message.topic,
+                fsync=fsync,  # type: ignore[arg-type]
+                segment_bytes=config.wal.segment_bytes,
+                fsync_interval=config.wal.fsync_interval,
+            )
+        except Exception as exc:
+            self.topic, self.root, self.pending_start = message.topic, sender, message
+            reason = f"topic {message.topic}: the write-ahead log cannot be opened: {describe(exc)}"
+            if reason != self.start_error:
+                log.error("%s; trying again every %gs", reason, START_RETRY)
+            self.start_error = reason
+            self.wakeupAfter(timedelta(seconds=START_RETRY), ("start", 0))
+            return
+        self.start_error, self.pending_start = None, None
+        self.topic = message.topic
         self.config = config
         self.process_status = message.process_status
         self.members = message.members
         self.root = sender
-        fsync = "never" if config.wal.fsync == "always" else config.wal.fsync
-        self.wal = WriteAheadLog(
-            os.path.join(config.data_dir, "wal"),
-            message.topic,
-            fsync=fsync,  # type: ignore[arg-type]
-            segment_bytes=config.wal.segment_bytes,
-            fsync_interval=config.wal.fsync_interval,
-        )
+        self.wal = wal
         for spec in config.destinations_for(message.topic):
             directory = os.path.join(config.data_dir, "spill", spec.name, message.topic)
             # The log holds every unsettled chunk: spill files of an earlier run are redundant.
@@ -274,6 +298,11 @@ class TopicSupervisor(ActorTypeDispatcher):
 
     def receiveMsg_TopicChunk(self, message: TopicChunk, sender: Any) -> None:
         """Log a chunk and hand it to every lane, or hold it under ``block``."""
+        if self.wal is None:  # the start failed: refuse, with the reason
+            if message.reply_to is not None:
+                reason = self.start_error or f"topic {message.topic} is not started"
+                self.send(message.reply_to, LogRejected("DataLoggerError", reason, message.ref))
+            return
         if self.recovering:
             self.held.append(message)
         elif self.blocked or not self._room_for(len(message.rows)):
@@ -440,6 +469,8 @@ class TopicSupervisor(ActorTypeDispatcher):
             self._recover({})
         elif kind == "blocked":
             self._unblock_expired(value)
+        elif kind == "start" and self.wal is None and self.pending_start is not None:
+            self.receiveMsg_StartTopic(self.pending_start, self.root)
 
     def _unblock_expired(self, blocked_id: int) -> None:
         for entry in list(self.blocked):
