@@ -93,7 +93,8 @@ DESTINATION_OPTIONS: dict[str, tuple[Any, str]] = {
     ),
     "max_buffered_rows": (
         50_000,
-        "Rows held in memory for this destination before `overflow` applies.",
+        "Rows held in memory for this destination before `overflow` applies. A chunk is never"
+        " split: one larger than this is taken whole when nothing else is held.",
     ),
     "overflow": ("spill", "`spill` to disk, `block` the caller, or `drop_oldest` (counted)."),
     "block_timeout": (
@@ -185,7 +186,9 @@ class ClusterSettings:
 
     allowed_members: tuple[str, ...] = ()
     """Addresses (``host`` or ``host:port``) or networks (``10.0.0.0/24``) allowed to join this
-    node's convention when it leads. Empty: only 127.0.0.1."""
+    node's convention when it leads. Empty: the networks of the leader's bind address
+    (``10.8.0.0/24`` for ``--bind 10.8.0.1`` on a /24; ``127.0.0.0/8`` on loopback) and
+    127.0.0.1. The leader itself is always admitted."""
     heartbeat_interval: float = 1.0
     """Seconds between a node's heartbeats to the leader."""
     heartbeat_timeout: float = 3.0

@@ -130,7 +130,8 @@ def run_health(
     """Check the node on ``host:admin_port``, print the verdict to ``out``, return the exit code.
 
     Args:
-        admin_port, host: where the node listens.
+        admin_port: the node's admin port.
+        host: the node's address.
         bind: the address of this host to take the node's answers on
             (default: this host's address towards ``host``).
         failing_after: seconds a destination may keep failing.

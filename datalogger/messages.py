@@ -591,8 +591,13 @@ class PubSubSubscribe:
     subscriber: Any = None
     """The address events go to (an actor's ``self.myAddress``); None: the sender."""
     max_pending: int = 1000
-    """Events sent but not yet acknowledged with :class:`PubSubAck` beyond which
+    """The bound of this subscriber's queue in the PubSub actor: events not yet
+    acknowledged with :class:`PubSubAck` (sent, or waiting to be sent) beyond which
     further events are dropped (and counted) for this subscriber only."""
+    window: int | None = None
+    """Events to send ahead of the acknowledgements (capped at 64); None: 8, for an
+    actor that acknowledges each event. A subscriber that reads its endpoint without
+    pause (a :class:`~datalogger.pubsub.Subscription`) asks for more."""
 
 
 @attrs.frozen
@@ -603,6 +608,9 @@ class PubSubSubscribed:
     """The topic subscribed to."""
     subscribers: int
     """Subscribers of ``topic`` now, this one included."""
+    window: int = 8
+    """Events the PubSub actor sends this subscriber ahead of its acknowledgements;
+    the rest wait in its queue. Acknowledge at least every ``window // 2`` events."""
 
 
 @attrs.frozen
@@ -625,7 +633,10 @@ class PubSubBroadcast:
     """Any picklable object; a :class:`~datalogger.analytics.RequestLog` for ``"requests"``."""
     scope: str = "local"
     """``"local"``: subscribers of this node; ``"cluster"``: also the PubSub actors of
-    the other convention members (not yet implemented: treated as local)."""
+    the other convention members, which deliver it to theirs."""
+    ack: bool = False
+    """Set by a PubSub forwarding a cluster broadcast to a peer: the peer answers
+    with a :class:`PubSubAck`, so the forwarding side never waits on a slow peer."""
 
 
 @attrs.frozen
@@ -640,7 +651,7 @@ class RequestSent:
 
 @attrs.frozen
 class PubSubAck:
-    """Subscriber -> PubSub: ``count`` more events of ``topic`` were consumed (returns credit)."""
+    """Subscriber -> PubSub: ``count`` more events of ``topic`` were consumed (opens its window)."""
 
     count: int
     """Events consumed since the previous acknowledgement."""

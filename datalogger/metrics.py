@@ -29,7 +29,13 @@ Metrics, labelled ``{topic, destination}`` unless noted:
 - dead letters on disk: ``datalogger_dead_letters`` and ``datalogger_dead_letter_rows``;
 - without labels: ``datalogger_rejected_calls_total``, ``datalogger_up`` (1 when ``stats()``
   answered this scrape) and, when ``log_nowait`` was used in the serving process,
-  ``datalogger_client_queued_rows`` and ``datalogger_client_{sent,dropped,errors}_total``.
+  ``datalogger_client_queued_rows`` and ``datalogger_client_{sent,dropped,errors}_total``;
+- the node's PubSub actor (``datalogger run --metrics-port``, or ``pubsub_fn``):
+  ``datalogger_pubsub_broadcasts_total{topic}``, ``datalogger_pubsub_subscribers{topic}``,
+  and per subscriber ``datalogger_pubsub_events_{delivered,dropped}_total{topic,subscriber}``
+  and ``datalogger_pubsub_events_pending{topic,subscriber}``.
+
+docs/metrics.md lists every metric with its meaning.
 """
 
 from __future__ import annotations
@@ -71,7 +77,10 @@ COUNTERS: dict[str, tuple[str, str]] = {
 
 #: stats() value -> (metric name, help text), for values that go up and down.
 GAUGES: dict[str, tuple[str, str]] = {
-    "buffered": ("datalogger_buffered_rows", "Rows held in memory for the destination."),
+    "buffered": (
+        "datalogger_buffered_rows",
+        "Rows accepted and not yet settled for the destination, in memory or spilled to disk.",
+    ),
     "spill_bytes": ("datalogger_spill_bytes", "Bytes of spill files on disk."),
     "wal_bytes": ("datalogger_wal_bytes", "Bytes of write-ahead log on disk for the topic."),
     "logged_seq": ("datalogger_logged_seq", "Sequence number of the topic's last logged chunk."),
@@ -108,18 +117,23 @@ class StatsCollector(Collector):
         stats_fn: returns a dict shaped like ``DataLogger.stats()``.
         dead_letter_dir: the node's ``<data_dir>/dead_letters``; ``None`` leaves
             the dead-letter gauges out.
+        pubsub_fn: returns a dict shaped like ``datalogger.pubsub.stats()``;
+            ``None`` leaves the pubsub families out.
 
     A failing ``stats_fn`` does not fail the scrape: ``datalogger_up`` is 0
-    and the other families are left out.
+    and the other families are left out; a failing ``pubsub_fn`` leaves the
+    pubsub families out.
     """
 
     def __init__(
         self,
         stats_fn: Callable[[], Mapping[str, Any]],
         dead_letter_dir: str | os.PathLike[str] | None = None,
+        pubsub_fn: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self._stats_fn = stats_fn
         self._dead_letter_dir = dead_letter_dir
+        self._pubsub_fn = pubsub_fn
 
     def collect(self) -> Iterator[Metric]:
         """Yield the metric families of one scrape."""
@@ -144,6 +158,17 @@ class StatsCollector(Collector):
         if client:
             yield from _client_metrics(client)
         yield from self._dead_letters()
+        yield from self._pubsub()
+
+    def _pubsub(self) -> Iterator[Metric]:
+        if self._pubsub_fn is None:
+            return
+        try:
+            stats = self._pubsub_fn()
+        except Exception as exc:  # the PubSub actor not answering must not fail the scrape
+            log.warning("metrics: pubsub stats failed: %s", exc)
+            return
+        yield from _pubsub_metrics(stats)
 
     def _dead_letters(self) -> Iterator[Metric]:
         if self._dead_letter_dir is None:
@@ -209,6 +234,38 @@ def _lane_metrics(topics: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> Iter
     yield latency
 
 
+def _pubsub_metrics(stats: Mapping[str, Any]) -> Iterator[Metric]:
+    broadcasts = CounterMetricFamily(
+        "datalogger_pubsub_broadcasts", "Events broadcast on the topic on this node.", labels=["topic"]
+    )
+    subscribers = GaugeMetricFamily(
+        "datalogger_pubsub_subscribers", "Subscribers of the topic on this node.", labels=["topic"]
+    )
+    for topic, counters in sorted((stats.get("topics") or {}).items()):
+        broadcasts.add_metric([topic], float(counters.get("broadcast") or 0))
+        subscribers.add_metric([topic], float(counters.get("subscribers") or 0))
+    labels = ("topic", "subscriber")
+    delivered = CounterMetricFamily(
+        "datalogger_pubsub_events_delivered", "Events sent to the subscriber.", labels=labels
+    )
+    dropped = CounterMetricFamily(
+        "datalogger_pubsub_events_dropped",
+        "Events dropped for the subscriber alone: it was max_pending events behind.",
+        labels=labels,
+    )
+    pending = GaugeMetricFamily(
+        "datalogger_pubsub_events_pending",
+        "Events the subscriber has not acknowledged: sent, or waiting in its queue.",
+        labels=labels,
+    )
+    for sub in stats.get("subscribers") or ():
+        key = [str(sub.get("topic")), str(sub.get("address"))]
+        delivered.add_metric(key, float(sub.get("delivered") or 0))
+        dropped.add_metric(key, float(sub.get("dropped") or 0))
+        pending.add_metric(key, float(sub.get("pending") or 0))
+    yield from (broadcasts, subscribers, delivered, dropped, pending)
+
+
 def _client_metrics(client: Mapping[str, Any]) -> Iterator[Metric]:
     queued = GaugeMetricFamily(
         "datalogger_client_queued_rows", "Rows queued by log_nowait in this process, not yet sent."
@@ -231,6 +288,7 @@ def serve_metrics(
     addr: str = "127.0.0.1",
     *,
     dead_letter_dir: str | os.PathLike[str] | None = None,
+    pubsub_fn: Callable[[], Mapping[str, Any]] | None = None,
 ) -> Any:
     """Serve Prometheus metrics of ``stats_fn`` on ``http://addr:port/metrics``.
 
@@ -244,22 +302,31 @@ def serve_metrics(
         addr: the address to listen on. The endpoint has no authentication:
             keep the default loopback address unless a proxy guards it.
         dead_letter_dir: ``<data_dir>/dead_letters`` for the dead-letter gauges.
+        pubsub_fn: returns ``datalogger.pubsub.stats()``, for the pubsub families.
 
     Returns:
         The HTTP server; ``server.shutdown()`` then ``server.server_close()`` stops it.
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatsCollector(stats_fn, dead_letter_dir))
+    registry.register(StatsCollector(stats_fn, dead_letter_dir, pubsub_fn))
     server, _thread = start_http_server(port, addr=addr, registry=registry)
     return server
 
 
 def serve_node_metrics(handle: Any, port: int) -> Any:
-    """Serve ``handle.stats()`` and its node's dead letters on ``127.0.0.1:port``.
+    """Serve ``handle.stats()``, its node's dead letters and PubSub counters on ``127.0.0.1:port``.
 
     Loopback only: the endpoint has no authentication and names every topic
     and destination (see the module docstring). Returns the server.
     """
+    from . import pubsub
+
     config = getattr(handle, "config", None)
     dead_letter_dir = os.path.join(config.data_dir, "dead_letters") if config else None
-    return serve_metrics(handle.stats, port, "127.0.0.1", dead_letter_dir=dead_letter_dir)
+    return serve_metrics(
+        handle.stats,
+        port,
+        "127.0.0.1",
+        dead_letter_dir=dead_letter_dir,
+        pubsub_fn=lambda: pubsub.stats(handle, timeout=2.0),
+    )

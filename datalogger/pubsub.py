@@ -18,7 +18,8 @@ Pubsub is for watching live, not for storing: the middleware logs each request
 exactly once to its topic, independently of how many subscribers (on how many
 nodes) see it, so storage never multiplies with the fan-out (phoenix_analytics
 issue #46). A subscriber sees only events broadcast after it subscribed, and
-may miss events when it falls behind (see ``max_pending``).
+may miss events when it falls ``max_pending`` events behind (they are dropped
+for it alone, and counted in :func:`stats`); no subscriber can delay another.
 
 Actors subscribe with :func:`subscribe_actor` (see there).
 """
@@ -34,7 +35,7 @@ from typing import Any
 
 from thespian.actors import ActorSystem
 
-from .actors.pubsub import SCOPES, PubSub
+from .actors.pubsub import MAX_WINDOW, SCOPES, PubSub
 from .exceptions import DataLoggerError, DeliveryTimeout, InvalidInput, NotRunning
 from .messages import (
     PubSubAck,
@@ -123,8 +124,8 @@ def broadcast(
         event: any picklable object (a :class:`~datalogger.analytics.RequestLog`).
         topic: the pubsub topic.
         scope: ``"local"``: subscribers of this node. ``"cluster"``: also the
-            subscribers of the other members of the node's convention; until the
-            distributed-nodes work lands, it reaches this node's subscribers only.
+            subscribers of the other live members of the node's convention (the
+            event crosses the network once per member).
 
     Raises:
         InvalidInput: ``scope`` is unknown or ``handle_or_system`` is neither.
@@ -146,6 +147,15 @@ def broadcast(
 
 def stats(handle_or_system: Any, timeout: float = 10.0) -> dict[str, Any]:
     """The PubSub actor's counters (see :class:`~datalogger.messages.PubSubStatsReply`).
+
+    ``{"topics": {topic: {"broadcast": events, "subscribers": n}},
+    "subscribers": [{"topic", "address", "max_pending", "window", "in_flight",
+    "queued", "pending", "delivered", "dropped"}, ...], "peers": [...],
+    "removed": n}``: per subscriber, ``delivered`` events were sent to it,
+    ``in_flight`` of them not yet acknowledged, ``queued`` wait in its queue
+    (``pending`` is both), and ``dropped`` were dropped because it was
+    ``max_pending`` behind. The PubSub actor never waits on a subscriber, so
+    this answers within a second whatever they do.
 
     Raises:
         DeliveryTimeout: no answer within ``timeout`` seconds.
@@ -175,7 +185,7 @@ def subscribe(
     """Subscribe code outside the actor system to ``topic``; see :class:`Subscription`.
 
     Returns once the PubSub actor has confirmed: every event broadcast after
-    that reaches the subscription (unless dropped for lack of credit).
+    that reaches the subscription (unless dropped: it fell ``max_pending`` behind).
 
     Raises:
         InvalidInput: ``max_pending`` is below 1.
@@ -199,8 +209,9 @@ class Subscription:
     :attr:`errors`.
 
     Events are acknowledged as they are consumed (taken from the queue, or the
-    callback returned). At most ``max_pending`` events wait unacknowledged;
-    beyond that the PubSub actor drops events for this subscription only.
+    callback returned). At most ``max_pending`` events wait unacknowledged
+    (here, or in this subscription's queue in the PubSub actor); beyond that
+    the PubSub actor drops events for this subscription only, and counts them.
 
     Use it as a context manager, or call :meth:`unsubscribe`.
     """
@@ -230,7 +241,7 @@ class Subscription:
             )
         self._address = _pubsub_address(self._system, lock)
         self._queue: queue.Queue[Any] = queue.Queue()
-        self._ack_every = max(1, min(100, self.max_pending // 4))
+        self._ack_every = 1  # until the PubSub actor tells its window
         self._unacked = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -282,12 +293,17 @@ class Subscription:
                 self._ready.set()
 
     def _confirm(self, ctx: Any, timeout: float) -> bool:
-        reply = ctx.ask(self._address, PubSubSubscribe(self.topic, None, self.max_pending), timeout)
+        # this endpoint is read without pause: the PubSub actor may send well ahead
+        subscribe = PubSubSubscribe(self.topic, None, self.max_pending, MAX_WINDOW)
+        reply = ctx.ask(self._address, subscribe, timeout)
         while reply is not None and not isinstance(reply, PubSubSubscribed):
             if isinstance(reply, RequestSent) and reply.topic == self.topic:
                 self.received += 1
                 self._queue.put(reply.event)
             reply = ctx.listen(timeout)
+        if isinstance(reply, PubSubSubscribed):
+            # acknowledge well before the PubSub actor's window for us closes
+            self._ack_every = max(1, int(reply.window) // 4)
         if reply is None:
             self._failure = DeliveryTimeout(
                 f"the PubSub actor did not confirm the subscription within {timeout:g}s"
@@ -379,8 +395,11 @@ def subscribe_actor(actor: Any, topic: str = "requests", max_pending: int = 1000
     """Subscribe an actor (call from inside one of its handlers) to ``topic``.
 
     The actor then receives :class:`~datalogger.messages.PubSubSubscribed`, and a
-    :class:`~datalogger.messages.RequestSent` per event. It must return credit,
-    or it gets at most ``max_pending`` events::
+    :class:`~datalogger.messages.RequestSent` per event. It must acknowledge
+    what it consumed with :class:`~datalogger.messages.PubSubAck`: the PubSub
+    actor sends a few events ahead (``PubSubSubscribed.window``), keeps the
+    next ones in this subscriber's queue, and drops (and counts) those past
+    ``max_pending``. An actor that never acknowledges gets ``window`` events::
 
         class Watcher(ActorTypeDispatcher):
             def receiveMsg_str(self, message, sender):
@@ -391,8 +410,9 @@ def subscribe_actor(actor: Any, topic: str = "requests", max_pending: int = 1000
                 handle(message.event)
                 self.send(sender, PubSubAck(1, message.topic))   # sender is the PubSub actor
 
-    Keep handlers short: the PubSub actor's transmits to a busy actor wait. An
-    actor that exits or dies is removed on the next event sent to it.
+    A slow actor only falls behind itself: it never delays the other
+    subscribers nor the PubSub actor. An actor that exits or dies is removed
+    on the next event sent to it.
     """
     address = actor.createActor(PubSub, globalName=PUBSUB_NAME)
     actor.send(address, PubSubSubscribe(validate_topic(topic), actor.myAddress, int(max_pending)))

@@ -244,6 +244,52 @@ def test_getting_started_snippets_run(tmp_path: Path, monkeypatch: pytest.Monkey
         assert conn.execute('SELECT count(*) FROM "green"').fetchone() == (4,)
 
 
+# --------------------------------------------------------------------------- the API page
+
+
+def public_modules() -> list[str]:
+    """Every module of the package with no ``_``-prefixed part in its name (``__main__`` aside)."""
+    import pkgutil
+
+    return sorted(
+        module.name
+        for module in pkgutil.walk_packages(datalogger.__path__, "datalogger.")
+        if not any(part.startswith("_") for part in module.name.split("."))
+    )
+
+
+def test_api_page_documents_every_public_module() -> None:
+    text = (DOCS / "api.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^::: ([\w.]+)\s*$", text, re.M))
+    modules = public_modules()
+    assert {"datalogger.logging", "datalogger.metrics", "datalogger.health", "datalogger.analytics"} <= set(
+        modules
+    )
+    missing = [name for name in modules if name not in listed]
+    assert not missing, f"docs/api.md has no '::: NAME' for: {', '.join(missing)}"
+    stale = sorted(listed - set(modules) - {"datalogger"})
+    assert not stale, f"docs/api.md names modules that do not exist: {', '.join(stale)}"
+
+
+def test_metrics_page_names_every_metric(tmp_path: Path) -> None:
+    """Every family a scrape can hold, with every section of stats() present, is on the page."""
+    from datalogger.metrics import StatsCollector
+
+    lane = {key: 1 for key in ("received", "delivered", "buffered", "latency_p50", "latency_p99")}
+    lane.update(last_error_at=1.0, last_success_at=1.0, failing_since=1.0)
+    stats = {"topics": {"t": {"d": lane}}, "rejected": 0, "client": {"queued": 1, "sent": 1}}
+    pubsub_stats = {
+        "topics": {"requests": {"broadcast": 1, "subscribers": 1}},
+        "subscribers": [{"topic": "requests", "address": "a", "delivered": 1, "dropped": 0, "pending": 0}],
+    }
+    collector = StatsCollector(lambda: stats, tmp_path, lambda: pubsub_stats)
+    names = {f"{f.name}_total" if f.type == "counter" else f.name for f in collector.collect()}
+    page = (DOCS / "metrics.md").read_text(encoding="utf-8")
+    missing = sorted(name for name in names if f"`{name}`" not in page)
+    assert not missing, f"docs/metrics.md does not describe: {', '.join(missing)}"
+    assert len(names) > 25
+
+
 # --------------------------------------------------------------------------- the site
 
 

@@ -67,7 +67,11 @@ class PostgresDestination(Destination):
     Args:
         dsn: a libpq connection string or URI. When given, ``host``, ``port``,
             ``user`` and ``dbname`` are ignored; ``password``, if given, is added.
-        host, port, user, password, dbname: used when ``dsn`` is ``None``.
+        host: used when ``dsn`` is ``None``, as are the four below.
+        port: the server's port.
+        user: the role to connect as.
+        password: its password (added to ``dsn`` when that has none).
+        dbname: the database.
         schema: schema name; may contain ``{topic}``.
         table: table name; may contain ``{topic}``. Once filled in (with ``.``,
             ``:`` and ``-`` of the topic mapped to ``_``) both must match

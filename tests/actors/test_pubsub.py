@@ -21,10 +21,12 @@ from thespian.actors import ActorExitRequest, ActorTypeDispatcher
 
 import datalogger
 from datalogger import pubsub
-from datalogger.actors.pubsub import Fanout
+from datalogger.actors.pubsub import MAX_WINDOW, PEERS, WINDOW, Fanout, Outbox
 from datalogger.analytics import RequestLog
 from datalogger.exceptions import DataLoggerError, InvalidInput, InvalidTopic
 from datalogger.messages import PubSubAck, PubSubSubscribed, RequestSent
+from datalogger.metrics import serve_metrics
+from tests.test_metrics import scrape
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -70,6 +72,37 @@ class Watcher(ActorTypeDispatcher):
         self.send(sender, PubSubAck(1, message.topic))
 
 
+class TimedWatcher(ActorTypeDispatcher):
+    """Test subscriber: "start:<topic>:<max_pending>:<seconds per event>" subscribes and answers
+    its pid once confirmed; it records (i, arrival time) of each event, taking the given
+    time per event, and acknowledges each as docs/pubsub.md shows; "events" returns them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[int, float]] = []
+        self.reply_to: Any = None
+        self.delay = 0.0
+
+    def receiveMsg_str(self, message: str, sender: Any) -> None:
+        command, *args = message.split(":")
+        if command == "start":
+            topic, max_pending, delay = args
+            self.reply_to, self.delay = sender, float(delay)
+            pubsub.subscribe_actor(self, topic, max_pending=int(max_pending))
+        elif command == "events":
+            self.send(sender, list(self.events))
+
+    def receiveMsg_PubSubSubscribed(self, message: PubSubSubscribed, sender: Any) -> None:
+        self.send(self.reply_to, os.getpid())
+
+    def receiveMsg_RequestSent(self, message: RequestSent, sender: Any) -> None:
+        arrived = time.time()
+        if self.delay:
+            time.sleep(self.delay)  # a subscriber slow on purpose
+        self.events.append((message.event["i"], arrived))
+        self.send(sender, PubSubAck(1, message.topic))
+
+
 def sample_event(i: int) -> RequestLog:
     return RequestLog.create(
         method="GET",
@@ -84,42 +117,84 @@ def sample_event(i: int) -> RequestLog:
     )
 
 
-# --------------------------------------------------------------------------- Fanout
+# --------------------------------------------------------------------------- Outbox, Fanout
+
+
+def events_to(sends: list[tuple[Any, Any]], address: str) -> list[Any]:
+    return [message.event for target, message in sends if target == address]
+
+
+def test_outbox_sends_a_window_ahead_queues_to_its_bound_then_drops() -> None:
+    box = Outbox("sub", bound=5, window=2)
+    sent = [box.offer(i) for i in range(7)]
+    assert sent == [[("sub", 0)], [("sub", 1)], [], [], [], [], []]
+    assert (box.in_flight, list(box.queue), box.dropped, box.delivered) == (2, [2, 3, 4], 2, 2)
+    assert box.ack(1) == [("sub", 2)]  # the window opens by one: the oldest queued goes
+    assert box.ack(5) == [("sub", 3), ("sub", 4)]
+    assert (box.in_flight, len(box.queue), box.delivered) == (2, 0, 5)
+    assert box.ack(-3) == [] and box.in_flight == 2  # a bogus ack changes nothing
 
 
 def test_fanout_sends_to_subscribers_of_the_topic_only() -> None:
     fanout = Fanout()
     fanout.subscribe("requests", "a", 10)
     fanout.subscribe("other", "b", 10)
-    assert fanout.publish("requests") == ["a"]
-    assert fanout.publish("nobody") == []
+    sends = fanout.publish("requests", "e1")
+    assert [(target, message.event, message.topic) for target, message in sends] == [("a", "e1", "requests")]
+    assert fanout.publish("nobody", "e2") == []
     assert fanout.stats()["topics"]["requests"] == {"broadcast": 1, "subscribers": 1}
 
 
-def test_fanout_drops_beyond_credit_for_that_subscriber_only() -> None:
-    fanout = Fanout()
-    fanout.subscribe("requests", "slow", 2)
+def test_fanout_a_slow_subscriber_queues_and_drops_alone() -> None:
+    fanout = Fanout(window=2)
+    fanout.subscribe("requests", "slow", 4)
     fanout.subscribe("requests", "fast", 100)
-    sent = [fanout.publish("requests") for _ in range(5)]
-    assert sent == [["slow", "fast"], ["slow", "fast"], ["fast"], ["fast"], ["fast"]]
-    fanout.ack("requests", "slow", 1)
-    assert fanout.publish("requests") == ["slow", "fast"]
+    fast: list[Any] = []
+    slow: list[Any] = []
+    for i in range(10):
+        sends = fanout.publish("requests", i)
+        fast += events_to(sends, "fast")
+        slow += events_to(sends, "slow")
+        fast_acks = fanout.ack("requests", "fast", len(events_to(sends, "fast")))
+        fast += events_to(fast_acks, "fast")
+    assert fast == list(range(10))  # whatever the slow one does
+    assert slow == [0, 1]  # two ahead, two queued, the rest dropped
+    slow += events_to(fanout.ack("requests", "slow", 2), "slow")
+    assert slow == [0, 1, 2, 3]
     by_address = {s["address"]: s for s in fanout.stats()["subscribers"]}
-    assert by_address["slow"]["dropped"] == 3
-    assert by_address["slow"]["delivered"] == 3
-    assert by_address["fast"]["dropped"] == 0
-    assert by_address["fast"]["delivered"] == 6
+    assert by_address["slow"]["dropped"] == 6 and by_address["slow"]["delivered"] == 4
+    assert by_address["fast"]["dropped"] == 0 and by_address["fast"]["delivered"] == 10
 
 
-def test_fanout_resubscribe_updates_credit_and_remove_address_counts() -> None:
+def test_fanout_window_is_asked_for_capped_and_never_above_the_bound() -> None:
     fanout = Fanout()
-    assert fanout.subscribe("requests", "a", 1) == 1
-    assert fanout.subscribe("requests", "a", 5) == 1
+    assert fanout.subscribe("requests", "actor", 1000).window == WINDOW
+    assert fanout.subscribe("requests", "endpoint", 1000, window=10_000).window == MAX_WINDOW
+    assert fanout.subscribe("requests", "tiny", 3, window=64).window == 3
+
+
+def test_fanout_resubscribe_updates_bound_and_remove_address_counts() -> None:
+    fanout = Fanout()
+    fanout.subscribe("requests", "a", 1)
+    assert fanout.subscribe("requests", "a", 5).bound == 5
+    assert len(fanout.subscribers) == 1
     fanout.subscribe("other", "a", 5)
     assert fanout.remove_address("a") == 2
     assert fanout.stats()["removed"] == 2
-    assert fanout.publish("requests") == []
+    assert fanout.publish("requests", "e") == []
     assert fanout.unsubscribe("requests", "a") is False
+
+
+def test_fanout_cluster_events_go_to_each_peer_through_its_own_outbox() -> None:
+    fanout = Fanout(window=1)
+    fanout.set_peers(("peer-a", "peer-b"))
+    first = fanout.publish("requests", 1, cluster=True)
+    assert [target for target, _ in first] == ["peer-a", "peer-b"]
+    assert all(message.scope == "local" and message.ack for _, message in first)
+    assert fanout.publish("requests", 2, cluster=True) == []  # both windows full: queued
+    assert [m.event for _, m in fanout.ack(PEERS, "peer-b", 1)] == [2]
+    fanout.set_peers(("peer-b",))  # peer-a left the convention; peer-b keeps its queue
+    assert [s["address"] for s in fanout.stats()["peers"]] == ["peer-b"]
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -228,6 +303,52 @@ def test_slow_subscriber_does_not_delay_a_fast_one(dl: datalogger.DataLogger) ->
     assert stats[1000]["dropped"] == 0
     assert stats[10]["dropped"] > 0
     assert stats[10]["delivered"] + stats[10]["dropped"] == 1000
+
+
+@pytest.mark.parametrize("slow_max_pending", [100, 1000])
+def test_a_slow_actor_subscriber_delays_no_one(dl: datalogger.DataLogger, slow_max_pending: int) -> None:
+    """The issue's case: an actor taking 0.1 s per event (acknowledging each, as the docs
+    show) delayed a prompt subscriber's last event by 8.2 s, and made stats() time out."""
+    topic = f"t-slow-actor-{slow_max_pending}"
+    system = dl._system
+    slow, prompt = system.createActor(TimedWatcher), system.createActor(TimedWatcher)
+    try:
+        with system.private() as ctx:
+            assert isinstance(ctx.ask(slow, f"start:{topic}:{slow_max_pending}:0.1", 10.0), int)
+            assert isinstance(ctx.ask(prompt, f"start:{topic}:1000:0", 10.0), int)
+        for i in range(1000):
+            pubsub.broadcast(dl, {"i": i}, topic=topic)
+        last_broadcast = time.time()
+        asked = time.monotonic()
+        stats = {s["address"]: s for s in subscriber_stats(dl, topic)}
+        assert time.monotonic() - asked < 1.0, "stats() took more than a second under load"
+        with system.private() as ctx:
+            assert wait_for(lambda: len(ctx.ask(prompt, "events", 5.0)) == 1000, timeout=10.0)
+            events = ctx.ask(prompt, "events", 5.0)
+        assert [i for i, _ in events] == list(range(1000))
+        late = max(arrived for _, arrived in events) - last_broadcast
+        assert late < 0.5, f"the prompt subscriber's last event came {late:.2f}s after the last broadcast"
+        slow_stats = stats[str(slow)]
+        assert slow_stats["delivered"] + slow_stats["queued"] + slow_stats["dropped"] == 1000
+        assert slow_stats["in_flight"] <= WINDOW and slow_stats["pending"] <= slow_max_pending
+        if slow_max_pending == 100:  # at 10 events a second, it fell 100 behind: the rest dropped
+            assert slow_stats["dropped"] > 0
+        assert stats[str(prompt)]["dropped"] == 0
+        # the drops are counted per subscriber in the metrics too
+        http = serve_metrics(dl.stats, 0, pubsub_fn=lambda: pubsub.stats(dl))
+        try:
+            samples = scrape(http.server_port)
+        finally:
+            http.shutdown()
+            http.server_close()
+        dropped = samples[
+            ("datalogger_pubsub_events_dropped_total", (("subscriber", str(slow)), ("topic", topic)))
+        ]
+        assert dropped >= slow_stats["dropped"]
+        assert samples[("datalogger_pubsub_broadcasts_total", (("topic", topic),))] == 1000
+    finally:
+        system.tell(slow, ActorExitRequest())
+        system.tell(prompt, ActorExitRequest())
 
 
 def test_killed_subscriber_actor_is_removed_and_broadcasting_goes_on(
