@@ -306,6 +306,11 @@ def test_security_example_runs_as_written_and_refuses_a_stranger(bed: Bed, tmp_p
         for host in ("10.8.0.2", "10.8.0.3"):
             result = client.datalogger("log", "green", "--host", host, input='{"id": "x"}\n')
             assert result.returncode == 0, result.stdout + result.stderr
+        # and a node is stopped from another host
+        stopped = client.datalogger("shutdown", "--host", "10.8.0.3")
+        assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+        assert n3.proc is not None and n3.proc.wait(timeout=20) == 0
+        assert n3.host.pids() == [], "the stopped node left processes in its host"
     finally:
         for node in reversed(nodes):
             node.stop()
