@@ -24,7 +24,7 @@ from datalogger import pubsub
 from datalogger.actors.pubsub import MAX_WINDOW, PEERS, WINDOW, Fanout, Outbox
 from datalogger.analytics import RequestLog
 from datalogger.exceptions import DataLoggerError, InvalidInput, InvalidTopic
-from datalogger.messages import PubSubAck, PubSubSubscribed, RequestSent
+from datalogger.messages import PubSubAck, PubSubSubscribed, PubSubUnsubscribe, RequestSent
 from datalogger.metrics import serve_metrics
 from tests.test_metrics import scrape
 
@@ -346,7 +346,11 @@ def test_a_slow_actor_subscriber_delays_no_one(dl: datalogger.DataLogger, slow_m
         ]
         assert dropped >= slow_stats["dropped"]
         assert samples[("datalogger_pubsub_broadcasts_total", (("topic", topic),))] == 1000
-    finally:
+    finally:  # leave no subscriber behind for the next tests (its queue would die with it)
+        address = pubsub._pubsub_address(system)
+        for watcher in (slow, prompt):
+            system.tell(address, PubSubUnsubscribe(topic, watcher))
+        assert wait_for(lambda: not subscriber_stats(dl, topic))
         system.tell(slow, ActorExitRequest())
         system.tell(prompt, ActorExitRequest())
 
