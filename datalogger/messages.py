@@ -640,6 +640,23 @@ class PubSubBroadcast:
 
 
 @attrs.frozen
+class PubSubBroadcasts:
+    """Publisher -> PubSub: several events of one topic in one message, fanned out in order.
+
+    For a publisher that queues events and sends them in batches (one message
+    instead of one per event); each subscriber still gets one
+    :class:`RequestSent` per event. No reply.
+    """
+
+    topic: str
+    """The pubsub topic."""
+    events: tuple[Any, ...]
+    """The events, oldest first."""
+    scope: str = "local"
+    """As :attr:`PubSubBroadcast.scope`."""
+
+
+@attrs.frozen
 class RequestSent:
     """PubSub -> subscriber: one broadcast event (phoenix_analytics' ``{:request_sent, event}``)."""
 

@@ -50,6 +50,7 @@ from ..exceptions import InvalidTopic
 from ..messages import (
     PubSubAck,
     PubSubBroadcast,
+    PubSubBroadcasts,
     PubSubPeers,
     PubSubStats,
     PubSubStatsReply,
@@ -341,6 +342,13 @@ class PubSub(ActorTypeDispatcher):
         self._send_all(self.fanout.publish(message.topic, message.event, message.scope == "cluster"))
         if message.ack:  # forwarded by a peer: it may send the next one
             self.send(sender, PubSubAck(1, PEERS))
+
+    def receiveMsg_PubSubBroadcasts(self, message: PubSubBroadcasts, sender: Any) -> None:
+        """Several events of one topic: each goes out as if broadcast alone, in order."""
+        if message.scope not in SCOPES:
+            log.warning("PubSub: unknown scope %r, broadcasting locally", message.scope)
+        for event in message.events:
+            self._send_all(self.fanout.publish(message.topic, event, message.scope == "cluster"))
 
     def receiveMsg_PubSubPeers(self, message: PubSubPeers, sender: Any) -> None:
         """The PubSub actors of the other live members (sent by the RootSupervisor on changes).

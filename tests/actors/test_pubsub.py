@@ -185,6 +185,15 @@ def test_fanout_resubscribe_updates_bound_and_remove_address_counts() -> None:
     assert fanout.unsubscribe("requests", "a") is False
 
 
+def test_a_batch_of_broadcasts_reaches_a_subscription_in_order(dl: datalogger.DataLogger) -> None:
+    from datalogger.messages import PubSubBroadcasts
+
+    with pubsub.subscribe(dl, "t-batch") as sub:
+        dl._system.tell(pubsub._pubsub_address(dl._system), PubSubBroadcasts("t-batch", tuple(range(50))))
+        assert list(sub.iter(timeout=2.0)) == list(range(50))
+    assert pubsub.stats(dl)["topics"]["t-batch"]["broadcast"] == 50
+
+
 def test_fanout_cluster_events_go_to_each_peer_through_its_own_outbox() -> None:
     fanout = Fanout(window=1)
     fanout.set_peers(("peer-a", "peer-b"))
