@@ -595,7 +595,7 @@ class PubSubSubscribe:
     acknowledged with :class:`PubSubAck` (sent, or waiting to be sent) beyond which
     further events are dropped (and counted) for this subscriber only."""
     window: int | None = None
-    """Events to send ahead of the acknowledgements (capped at 64); None: 8, for an
+    """Events to send ahead of the acknowledgements (capped at 64); None: 4, for an
     actor that acknowledges each event. A subscriber that reads its endpoint without
     pause (a :class:`~datalogger.pubsub.Subscription`) asks for more."""
 
@@ -608,7 +608,7 @@ class PubSubSubscribed:
     """The topic subscribed to."""
     subscribers: int
     """Subscribers of ``topic`` now, this one included."""
-    window: int = 8
+    window: int = 4
     """Events the PubSub actor sends this subscriber ahead of its acknowledgements;
     the rest wait in its queue. Acknowledge at least every ``window // 2`` events."""
 

@@ -76,7 +76,7 @@ log = logging.getLogger("datalogger.pubsub")
 
 SCOPES = ("local", "cluster")
 """The broadcast scopes: this node's subscribers, or every convention member's."""
-WINDOW = 8
+WINDOW = 4
 """Events sent to one subscriber (or peer) ahead of its acknowledgements, unless it asks."""
 MAX_WINDOW = 64
 """The most a subscriber may ask for (:class:`~datalogger.messages.PubSubSubscribe` ``window``)."""
