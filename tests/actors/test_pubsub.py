@@ -325,8 +325,8 @@ def test_a_slow_actor_subscriber_delays_no_one(dl: datalogger.DataLogger, slow_m
         with system.private() as ctx:
             assert isinstance(ctx.ask(slow, f"start:{topic}:{slow_max_pending}:0.1", 10.0), int)
             assert isinstance(ctx.ask(prompt, f"start:{topic}:1000:0", 10.0), int)
-        for i in range(1000):
-            pubsub.broadcast(dl, {"i": i}, topic=topic)
+        for i in range(1000):  # as the analytics middleware broadcasts
+            dl.broadcast({"i": i}, topic=topic)
         last_broadcast = time.time()
         asked = time.monotonic()
         stats = {s["address"]: s for s in subscriber_stats(dl, topic)}
