@@ -240,6 +240,8 @@ class DestinationSpec:
     requires: tuple[str, ...] = ()
     linger: float = 0.2
     """Seconds after one hand-over to the worker before the next, while chunks merge."""
+    rows_only: bool = True
+    """The class stores rows (dicts) only: its ``takes_any_data`` is false."""
 
     def takes(self, topic: str, any_prefix: bool) -> bool:
         """True when this destination receives ``topic``."""
@@ -266,6 +268,10 @@ class Config:
         """The destinations that take ``topic``, honouring prefixes."""
         any_prefix = any(d.prefix is not None for d in self.destinations)
         return tuple(d for d in self.destinations if d.takes(topic, any_prefix))
+
+    def rows_only(self, topic: str) -> bool:
+        """True when a destination of ``topic`` stores rows (dicts) only."""
+        return any(spec.rows_only for spec in self.destinations_for(topic))
 
 
 def resolve_class(type_name: str) -> type:
@@ -380,6 +386,7 @@ def _destination(name: str, raw: Any) -> DestinationSpec:
         block_timeout=float(_number(f"{where}.block_timeout", framework.get("block_timeout", 10.0))),
         requires=_strings(f"{where}.requires", framework.get("requires", [])),
         linger=float(_number(f"{where}.linger", framework.get("linger", 0.2))),
+        rows_only=not bool(getattr(cls, "takes_any_data", False)),
     )
 
 

@@ -21,7 +21,7 @@ Configure it with ``type = "mypackage.mymodule:Stdout"``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = ["Destination", "Rows"]
 
@@ -34,9 +34,15 @@ class Destination:
 
     Any exception raised by these methods is caught by the worker and reported;
     it never crashes the actor tree. Raise :class:`datalogger.PermanentError`
-    for data that will never be accepted, so it is dead-lettered at once
-    instead of retried.
+    for data that will never be accepted: it is not retried, and the rows at
+    fault are found (by splitting the chunk, unless you name them) and
+    dead-lettered alone.
     """
+
+    #: False (the default): the destination stores rows, and ``log()`` refuses other
+    #: data with ``InvalidData``. True: any value msgpack can serialise (strings,
+    #: numbers, lists...) may be logged to its topics; ``send_data`` gets a list of them.
+    takes_any_data: ClassVar[bool] = False
 
     def send_data(self, topic: str, data: Rows) -> Any:
         """Deliver one chunk of rows for ``topic``.
