@@ -96,7 +96,7 @@ def classify_permanent(rows: Sequence[Any], exc: PermanentError) -> Attempt:
     """The :class:`Attempt` of a ``send_data`` call on ``rows`` that raised ``exc``."""
     if exc.rows is None and exc.unsure is None:
         return Attempt(ok=False, error=exc, permanent=True)
-    message = str(exc)
+    message = describe(exc)
     named = list(exc.rows or ())
     reasons = list(exc.reasons or ())
     bad: dict[int, str] = {}

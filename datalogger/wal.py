@@ -1,7 +1,8 @@
 """Per-topic write-ahead log: every chunk is on disk, with a sequence number, before delivery.
 
 Layout: ``<directory>/<topic>/<first_seq:020d>.wal``, segments of records
-``{"seq": int, "ts": float, "rows": list[dict]}`` framed as in
+``{"seq": int, "ts": float, "tn": int, "rows": list[dict]}`` (``ts`` and ``tn``:
+when the chunk was logged, in seconds and in nanoseconds) framed as in
 :mod:`datalogger.records`. A topic longer than 200 characters gets a directory
 named by :func:`datalogger.names.file_name`, with a ``topic`` file holding its
 full name. Sequence numbers start at 1 and grow by one per chunk; only the last
@@ -69,6 +70,12 @@ _SUFFIX = ".wal"
 Rows = list[Any]
 
 
+def _logged_ns(record: dict[str, Any]) -> int:
+    """A record's log time in ns (records of older versions have only ``ts``)."""
+    tn = record.get("tn")
+    return int(tn) if tn is not None else int(float(record.get("ts", 0.0)) * 1e9)
+
+
 def topic_directory(directory: str | os.PathLike[str], topic: str) -> Path:
     """The directory of ``topic``'s segments under the WAL root ``directory``."""
     return Path(directory) / file_name(topic)
@@ -120,6 +127,7 @@ class WriteAheadLog:
         self._active: RecordFile | None = None
         self._closed = False
         self._next_seq = 1
+        self._last_logged: tuple[int, int] | None = None
         try:
             self._dir.mkdir(parents=True, exist_ok=True)
             write_topic_file(self._dir, topic)
@@ -130,6 +138,7 @@ class WriteAheadLog:
                 self._next_seq = last
                 for _offset, _end, record in read_frames(self._path(last), on_damage=self._damaged):
                     self._next_seq = max(self._next_seq, int(record["seq"]) + 1)
+                    self._last_logged = (_logged_ns(record), len(record["rows"]))
         except OSError as exc:
             if self._active is not None:
                 self._active.close()
@@ -170,6 +179,11 @@ class WriteAheadLog:
         return total
 
     @property
+    def last_logged(self) -> tuple[int, int] | None:
+        """``(logged_ns, rows)`` of the last chunk appended (None when the log is empty)."""
+        return self._last_logged
+
+    @property
     def corrupt_records(self) -> int:
         """Damaged regions found in the segments since this log was opened (each once)."""
         return len(self._damage)
@@ -179,38 +193,53 @@ class WriteAheadLog:
         """Paths of the segments, oldest first."""
         return [self._path(first) for first in self._segments]
 
-    def append(self, rows: Rows) -> int:
+    def append(self, rows: Rows, logged_ns: int | None = None) -> int:
         """Write one chunk; return its sequence number.
+
+        ``logged_ns`` is the chunk's log time in nanoseconds (default: now).
 
         Raises:
             InvalidData: the rows cannot be serialised with msgpack.
             StorageError: the write failed (nothing was appended).
         """
-        return self.append_many([rows])[0]
+        return self.append_many([rows], None if logged_ns is None else [logged_ns])[0]
 
-    def append_many(self, chunks: list[Rows]) -> list[int]:
+    def append_many(self, chunks: list[Rows], logged_ns: list[int] | None = None) -> list[int]:
         """Write several chunks with one write and at most one fsync (group commit).
 
         Returns their sequence numbers, in order. Either all are appended or
-        none (an ``InvalidData`` or ``OSError`` leaves the log unchanged).
+        none (an ``InvalidData`` or ``StorageError`` leaves the log unchanged).
+        ``logged_ns`` gives each chunk's log time in nanoseconds (default: now).
         """
         if not chunks:
             return []
-        now = time.time()
+        now = time.time_ns()
+        times = logged_ns if logged_ns is not None else [now] * len(chunks)
         seqs = list(range(self._next_seq, self._next_seq + len(chunks)))
+        records = [
+            {"seq": seq, "ts": tn / 1e9, "tn": tn, "rows": rows}
+            for seq, tn, rows in zip(seqs, times, chunks, strict=True)
+        ]
         try:
             active = self._writable()
-            active.append_many(
-                {"seq": seq, "ts": now, "rows": rows} for seq, rows in zip(seqs, chunks, strict=True)
-            )
+            active.append_many(records)
         except OSError as exc:
             path = self._active.path if self._active is not None else self._dir
             raise storage_error(f"write-ahead log of topic {self._topic!r}", path, exc) from exc
         self._next_seq = seqs[-1] + 1
+        self._last_logged = (times[-1], len(chunks[-1]))
         return seqs
 
     def read_from(self, after_seq: int = 0) -> Iterator[tuple[int, Rows]]:
         """Yield ``(seq, rows)`` for every chunk with ``seq > after_seq``, in order.
+
+        See :meth:`chunks_from`.
+        """
+        for seq, _logged, rows in self.chunks_from(after_seq):
+            yield seq, rows
+
+    def chunks_from(self, after_seq: int = 0) -> Iterator[tuple[int, int, Rows]]:
+        """Yield ``(seq, logged_ns, rows)`` for every chunk with ``seq > after_seq``, in order.
 
         A corrupt record is skipped (and counted, see :attr:`corrupt_records`);
         reading goes on with the next valid record. Chunks appended while
@@ -226,7 +255,7 @@ class WriteAheadLog:
                 for _offset, _end, record in frames:
                     seq = int(record["seq"])
                     if seq > after_seq:
-                        yield seq, record["rows"]
+                        yield seq, _logged_ns(record), record["rows"]
             except FileNotFoundError:
                 continue  # removed by remove_through before we opened it
 

@@ -69,6 +69,7 @@ from ..messages import (
 from ..names import file_name
 from ..placement import Member, owner_for
 from ..spill import SpillQueue
+from ..stamps import UNIT_NS, LogClock, stamp_rows
 from ..validation import require_rows
 from ..wal import WriteAheadLog
 from .destination_worker import DestinationWorker
@@ -135,6 +136,8 @@ class TopicSupervisor(ActorTypeDispatcher):
         """Why the write-ahead log cannot be opened (None once it is open)."""
         self.wal_tries = 0
         self.rows_only = True
+        self.clock: LogClock | None = None
+        """Log times for chunks, when a destination wants rows stamped (``log_time``)."""
 
     # ------------------------------------------------------------------ setup
     def receiveMsg_StartTopic(self, message: StartTopic, sender: Any) -> None:
@@ -147,6 +150,8 @@ class TopicSupervisor(ActorTypeDispatcher):
         self.root = sender
         specs = config.destinations_for(message.topic)
         self.rows_only = any(spec.rows_only for spec in specs)
+        units = [UNIT_NS[spec.log_time[1]] for spec in specs if spec.log_time is not None]
+        self.clock = LogClock(max(units)) if units else None
         for spec in specs:
             directory = os.path.join(
                 config.data_dir, "spill", file_name(spec.name), file_name(message.topic)
@@ -186,9 +191,21 @@ class TopicSupervisor(ActorTypeDispatcher):
             return False
         if self.wal_error is not None:
             log.warning("topic %s: write-ahead log open again", self.topic)
+            for lane in self.lanes.values():
+                if (lane.counters.last_error or "").startswith("write-ahead log"):
+                    lane.counters.failing_since = None  # that failure is over
         self.wal_error = None
         self.wal_tries = 0
+        if self.clock is not None and self.wal.last_logged is not None:
+            self.clock.restore(*self.wal.last_logged)
         return True
+
+    def _lane_rows(self, name: str, rows: list[Any], logged_ns: int) -> list[Any]:
+        """The rows as the destination ``name`` gets them: stamped with the log time if it asks."""
+        wanted = self.lanes[name].spec.log_time
+        if wanted is None:
+            return rows
+        return stamp_rows(rows, wanted[0], wanted[1], logged_ns)
 
     def _retry_wal_later(self) -> None:
         delay = min(WAL_RETRY_MAX, 2.0**self.wal_tries)
@@ -222,11 +239,12 @@ class TopicSupervisor(ActorTypeDispatcher):
             self.reported[name] = mark
         replayed = 0
         if self.lanes and last > min(marks.values()):
-            for seq, rows in self.wal.read_from(min(marks.values())):
+            for seq, logged_ns, rows in self.wal.chunks_from(min(marks.values())):
                 for name, lane in self.lanes.items():
                     if seq > marks[name]:
                         lane.counters.add("replayed", len(rows))
-                        self._hand_over(name, lane.offer(seq, rows))
+                        stamped = self._lane_rows(name, rows, logged_ns)
+                        self._hand_over(name, lane.offer(seq, stamped))
                 replayed += 1
         if replayed:
             log.warning("topic %s: replaying %d chunks from the write-ahead log", self.topic, replayed)
@@ -299,7 +317,7 @@ class TopicSupervisor(ActorTypeDispatcher):
         window = 1 << 30 if spec.buffer is not None else (spec.max_in_flight if spec.send_async else 1)
         if len(lane.handed_groups) >= window:
             return  # the worker is busy: its ChunkSettled or AttemptFailed pushes again
-        if not now:
+        if not now and not self.flush_waiters:  # a flush waits: no lingering until answered
             wait = lane.linger_left(time.monotonic(), MERGE_ROWS)
             if wait > 0:
                 if name not in self.linger_timers:
@@ -356,8 +374,9 @@ class TopicSupervisor(ActorTypeDispatcher):
 
     def _admit(self, message: TopicChunk) -> None:
         assert self.wal is not None and self.config is not None
+        logged_ns = self.clock.take(len(message.rows)) if self.clock is not None else time.time_ns()
         try:
-            seq = self.wal.append(message.rows)
+            seq = self.wal.append(message.rows, logged_ns)
         except StorageError as exc:
             log.error("topic %s: %s", self.topic, exc)
             self._reject(message, "StorageError", str(exc))
@@ -379,7 +398,7 @@ class TopicSupervisor(ActorTypeDispatcher):
             # Answer before handing the chunk on: the caller waits on this send only.
             self.send(message.reply_to, reply)
         for name, lane in self.lanes.items():
-            self._hand_over(name, lane.offer(seq, message.rows))
+            self._hand_over(name, lane.offer(seq, self._lane_rows(name, message.rows, logged_ns)))
         if policy == "interval" and not self.wal_timer:
             self.wal_timer = True
             self.wakeupAfter(timedelta(seconds=self.config.wal.fsync_interval), ("wal", 0))
