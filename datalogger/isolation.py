@@ -17,6 +17,8 @@ How it stays cheap when many rows are bad:
 
 * The largest pending part is tried first, so the good bulk of a group is
   delivered early even when the bad rows are clustered.
+* Rows the destination is unsure of (``PermanentError(unsure=...)``) are tried
+  again together first when they are fewer than were sent, then split.
 * If no row at all was delivered after ``2·ceil(log2(n)) + 4`` attempts, the
   rows are taken to be bad as a whole (a destination that refuses every row):
   the parts left are dead-lettered as they are.
@@ -155,8 +157,10 @@ class RowIsolation:
                 suspects.append(index)
             else:
                 self.delivered.append(index)
-        if suspects:
+        if len(suspects) == 1 or len(suspects) == len(part):
             self._split(suspects, reason, True)
+        elif suspects:  # fewer than were sent: try them again together before splitting
+            heapq.heappush(self._heap, (-len(suspects), suspects[0], suspects))
 
     def abandon(self, reason: str) -> None:
         """Give the current part up as it is (its transient errors outlived their retries)."""

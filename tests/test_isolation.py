@@ -154,4 +154,4 @@ def test_copied_rows_are_matched_by_value() -> None:
     group = rows(10, set())
     error = PermanentError("bad", rows=[dict(group[4]), dict(group[4])])
     attempt = classify_permanent(group, error)
-    assert attempt.bad == ((4, "bad"),)  # the same row twice counts once
+    assert attempt.bad == ((4, "PermanentError: bad"),)  # the same row twice counts once

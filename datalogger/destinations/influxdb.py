@@ -205,7 +205,11 @@ class InfluxDBDestination(Destination):
                 lost = rows if indices is None else [rows[i] for i in indices]
                 rejected.extend(originals[id(row)] for row in lost)
                 reasons.extend(str(exc) for _ in lost)
-                written += len(batch) - len(lost)
+                # A partial write reports one kind of error: points it dropped for another
+                # reason (beyond the retention policy) go unreported. So the rest of the
+                # request is written again (points with the same time are overwritten).
+                named = {id(row) for row in lost}
+                unsure.extend(originals[id(row)] for row in rows if id(row) not in named)
                 continue
             written += len(batch)
         if rejected or unsure:
