@@ -155,3 +155,14 @@ def test_copied_rows_are_matched_by_value() -> None:
     error = PermanentError("bad", rows=[dict(group[4]), dict(group[4])])
     attempt = classify_permanent(group, error)
     assert attempt.bad == ((4, "PermanentError: bad"),)  # the same row twice counts once
+
+
+def test_32_bad_rows_scattered_anywhere_are_each_isolated() -> None:
+    import random
+
+    bad = set(random.Random(7).sample(range(30_000), 32))
+    dest = Destination()
+    outcome = deliver_isolating(dest.send, rows(30_000, bad))
+    assert set(outcome.dead) == bad
+    assert all("not isolated" not in reason for reason in outcome.dead.values())
+    assert outcome.attempts <= isolation_budget(30_000)

@@ -376,7 +376,7 @@ class TopicSupervisor(ActorTypeDispatcher):
         assert self.wal is not None and self.config is not None
         logged_ns = self.clock.take(len(message.rows)) if self.clock is not None else time.time_ns()
         try:
-            seq = self.wal.append(message.rows, logged_ns)
+            seq = self._append(message.rows, logged_ns)
         except StorageError as exc:
             log.error("topic %s: %s", self.topic, exc)
             self._reject(message, "StorageError", str(exc))
@@ -402,6 +402,18 @@ class TopicSupervisor(ActorTypeDispatcher):
         if policy == "interval" and not self.wal_timer:
             self.wal_timer = True
             self.wakeupAfter(timedelta(seconds=self.config.wal.fsync_interval), ("wal", 0))
+
+    def _append(self, rows: list[Any], logged_ns: int) -> int:
+        """Append to the log; when that fails, free the settled segments and try once more."""
+        assert self.wal is not None
+        try:
+            return self.wal.append(rows, logged_ns)
+        except StorageError:
+            before = self.wal.bytes_on_disk
+            self._report_status()  # deletes what every destination has settled
+            if self.wal.bytes_on_disk >= before:
+                raise
+            return self.wal.append(rows, logged_ns)
 
     def receiveMsg_WalSync(self, message: WalSync, sender: Any) -> None:
         """Group commit: one fsync for every chunk appended since the last one."""
