@@ -16,7 +16,10 @@ partitions).
 How it stays cheap when many rows are bad:
 
 * The largest pending part is tried first, so the good bulk of a group is
-  delivered early even when the bad rows are clustered.
+  delivered early even when the bad rows are clustered. Until a first part
+  has gone through, every other attempt takes the smallest part instead (a
+  dive towards single rows), so that a group with many bad rows finds its
+  good ones soon too.
 * Rows the destination is unsure of (``PermanentError(unsure=...)``) are tried
   again together first when they are fewer than were sent, then split.
 * If no row at all was delivered after ``2·ceil(log2(n)) + 4`` attempts, the
@@ -31,7 +34,6 @@ ones too, each with the reason; ``datalogger replay`` sends them again.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable
 from typing import Any
@@ -100,14 +102,14 @@ class RowIsolation:
         self.attempts = 0
         self.delivered: list[int] = []
         self.dead: dict[int, str] = {}
-        self._heap: list[tuple[int, int, list[int]]] = []
+        self._parts: list[list[int]] = []
         self._current: list[int] | None = None
         self._last_reason = "rejected"
 
     @property
     def done(self) -> bool:
         """True when every row is delivered or dead."""
-        return self._current is None and not self._heap
+        return self._current is None and not self._parts
 
     def start(self, attempt: Attempt) -> None:
         """The whole group failed with ``attempt`` (permanent): begin isolating."""
@@ -115,10 +117,10 @@ class RowIsolation:
         self.record(attempt, counted=False)
 
     def next_part(self) -> list[int] | None:
-        """Indices of the rows to send next (the largest part first), or None when done."""
+        """Indices of the rows to send next (see the module docstring), or None when done."""
         if self._current is not None:
             return self._current
-        if not self._heap:
+        if not self._parts:
             return None
         if self.attempts >= self.budget:
             self._stop(f"not isolated: the budget of {self.budget} attempts is spent")
@@ -126,8 +128,13 @@ class RowIsolation:
         if not self.delivered and self.attempts >= self.hopeless_after:
             self._stop(f"not isolated: no row went through in {self.attempts} attempts")
             return None
-        self._current = heapq.heappop(self._heap)[2]
-        return self._current
+        if not self.delivered and self.attempts % 2 == 0:
+            chosen = min(self._parts, key=lambda part: (len(part), part[0]))
+        else:
+            chosen = min(self._parts, key=lambda part: (-len(part), part[0]))
+        self._parts.remove(chosen)
+        self._current = chosen
+        return chosen
 
     def record(self, attempt: Attempt, *, counted: bool = True) -> None:
         """The outcome of sending the current part (a transient failure is an error here)."""
@@ -160,7 +167,7 @@ class RowIsolation:
         if len(suspects) == 1 or len(suspects) == len(part):
             self._split(suspects, reason, True)
         elif suspects:  # fewer than were sent: try them again together before splitting
-            heapq.heappush(self._heap, (-len(suspects), suspects[0], suspects))
+            self._parts.append(suspects)
 
     def abandon(self, reason: str) -> None:
         """Give the current part up as it is (its transient errors outlived their retries)."""
@@ -174,14 +181,14 @@ class RowIsolation:
                 self.dead[index] = reason
             return
         half = len(part) // 2
-        for piece in (part[:half], part[half:]):
-            heapq.heappush(self._heap, (-len(piece), piece[0], piece))
+        self._parts.extend((part[:half], part[half:]))
 
     def _stop(self, why: str) -> None:
         reason = self._last_reason
-        while self._heap:
-            for index in heapq.heappop(self._heap)[2]:
+        for part in self._parts:
+            for index in part:
                 self.dead[index] = f"{reason} ({why})"
+        self._parts = []
 
 
 def deliver_isolating(
