@@ -99,6 +99,7 @@ class DataLogger:
         self._destinations: dict[str, Any] = {}
         self._batcher: ClientBatcher | None = None
         self._routes: dict[str, Any] = {}
+        self._rows_only: dict[str, bool] = {}
         self._batcher_lock = threading.Lock()
 
     @property
@@ -196,7 +197,12 @@ class DataLogger:
 
     def _check_rows(self, topic: str, items: list[Any]) -> list[Any]:
         """``items``, if the topic's destinations take them (when this handle knows them)."""
-        if self.config is not None and self.config.rows_only(topic):
+        if self.config is None:
+            return items
+        rows_only = self._rows_only.get(topic)
+        if rows_only is None:
+            rows_only = self._rows_only[topic] = self.config.rows_only(topic)
+        if rows_only:
             require_rows(items, topic)
         return items
 
@@ -250,7 +256,8 @@ class DataLogger:
                 if self._batcher is None:
                     self._batcher = ClientBatcher(self.log)
                 batcher = self._batcher
-        if self.config is not None:  # rows_only: refuse here what the node would refuse
+        if self.config is not None and type(data) is not dict:  # a row is fine for every topic
+            # refuse here what the node would refuse (the batcher checks the rest)
             self._check_rows(validate_topic(topic), data if isinstance(data, list) else [data])
         batcher.add(topic, data)
 

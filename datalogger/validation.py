@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -108,9 +109,16 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
+_packers = threading.local()
+
+
 def pack(data: Any) -> bytes:
     """Serialise with msgpack and the extension types above, as everything on disk is."""
-    return msgpack.packb(data, use_bin_type=True, datetime=True, default=_default)
+    packer = getattr(_packers, "packer", None)
+    if packer is None:  # one per thread: a Packer is not thread-safe, and costly to make
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, datetime=True, default=_default)
+    result: bytes = packer.pack(data)
+    return result
 
 
 def unpack(blob: bytes) -> Any:
