@@ -77,6 +77,8 @@ class Job:
     """While isolating: the indices of the rows sent now."""
     error: BaseException | None = None
     """The last error (passed to ``on_error``)."""
+    told: bool = False
+    """``on_error`` was called (a dead letter written again does not call it again)."""
 
     def sending(self) -> list[Any]:
         """The rows of the next attempt."""
@@ -300,7 +302,9 @@ class DestinationWorker(ActorTypeDispatcher):
         indices = sorted(dead)
         bad = [job.rows[index] for index in indices]
         errors = [dead[index] for index in indices]
-        self.host.on_error(error, bad)
+        if not job.told:
+            job.told = True
+            self.host.on_error(error, bad)
         reason = _summary(errors)
         try:
             self.dead_letters.add(
