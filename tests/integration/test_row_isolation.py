@@ -225,3 +225,27 @@ def test_influxdb_lines_the_server_refuses_are_isolated(
     assert series[0]["values"][0][1] == 1 + 2000 - len(conflicts) - len(too_old)
     stats = dl.stats()["topics"]["lines"]["influx"]
     assert stats["dead_lettered"] == len(dead)
+
+
+def test_sqlite_an_empty_first_row_then_new_keys_grow_the_table(
+    tmp_path: Path, start_node: StartNode
+) -> None:
+    path = tmp_path / "data.db"
+    dl = start_node(
+        {
+            "data_dir": str(tmp_path / "state"),
+            "destinations": {
+                "db": {"type": "sqlite", "path": str(path), "retry": {"initial_delay": 0.1}}
+            },
+        }
+    )
+    dl.log("evolve", {})
+    dl.log("evolve", {"a": 1})
+    dl.log("evolve", [{"a": 2, "b": "x"}, {}])
+    dl.log("evolve", {"c": 1.5})
+    dl.flush(timeout=60)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute('select count(*) from "evolve"').fetchone()[0] == 5
+        columns = [row[1] for row in conn.execute('pragma table_info("evolve")')]
+    assert columns == ["a", "b", "c"]
+    assert dead_rows(tmp_path / "state", "evolve") == []
