@@ -14,6 +14,7 @@ from .exceptions import (
     InvalidTopic,
     NotRunning,
     PermanentError,
+    StorageError,
 )
 from .messages import Log
 from .system import DataLogger, connect, get_default, log, start
@@ -34,6 +35,7 @@ __all__ = [
     "Log",
     "NotRunning",
     "PermanentError",
+    "StorageError",
     "connect",
     "get_default",
     "log",

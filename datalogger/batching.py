@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .exceptions import DataLoggerError, DeliveryTimeout, InvalidInput
-from .validation import normalize_rows, validate_topic
+from .validation import normalize_data, validate_topic
 
 __all__ = ["ClientBatcher"]
 
@@ -64,7 +64,7 @@ class ClientBatcher:
             InvalidTopic, InvalidData: the input is bad (checked here, in the caller).
         """
         topic = validate_topic(topic)
-        rows = normalize_rows(data)
+        rows = normalize_data(data)
         with self._lock:
             if self._closed:
                 raise DataLoggerError("this datalogger handle is closed")

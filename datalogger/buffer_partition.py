@@ -10,6 +10,12 @@ meanwhile, while later flushes of the same key wait their turn, so a key's data
 is handed over in insert order. When the retries are used up, ``handle_error``
 is called and the data is written to the dead letters (if ``dead_letter_dir``
 is set). Every outcome is counted.
+
+When ``handle_flush`` raises :class:`~datalogger.exceptions.PermanentError`
+(or an error the retry policy does not retry), the values at fault are found
+as the delivery core finds bad rows (:func:`~datalogger.isolation.deliver_isolating`):
+the others are flushed, and only those go to ``handle_error`` and the dead
+letters, each with its own error.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ import attrs
 
 from .batcher import Batcher
 from .deadletters import DeadLetterStore
-from .delivery import describe
-from .exceptions import InvalidData
+from .delivery import Attempt, classify_permanent, describe
+from .exceptions import InvalidData, PermanentError
+from .isolation import deliver_isolating
 from .messages import BufferSyncFlushed
 from .retry import RetryPolicy
 from .validation import pack
@@ -322,31 +329,74 @@ class Partition:
             job.first_at = time.time()
             job.started = time.monotonic()
         began = time.monotonic()
-        try:
-            result = self.buffer.handle_flush(job.key, list(job.data), self.buffer.flush_meta)
-        except Exception as exc:
-            self._check_slow(job, began)
-            self.counters["errors"] += 1
-            decision = self.policy.decide(job.attempt, exc, job.started)
-            if decision.retry and not final:
-                job.waiting = True
-                self.counters["retried"] += 1
-                log.info(
-                    "%s: flush of key %s failed (attempt %d: %s); retrying in %.2fs",
-                    type(self.buffer).__name__,
-                    short_repr(job.key),
-                    job.attempt,
-                    describe(exc),
-                    decision.delay,
-                )
-                self._schedule(decision.delay, ("retry", job.id))
-                return False
-            self._give_up(job, exc)
-            return True
+        attempt = self._call(job.key, job.data)
         self._check_slow(job, began)
-        self.counters["flushed"] += 1
-        self.counters["flushed_values"] += len(job.data)
-        self._settled(job, ok=True, result=result)
+        if attempt.ok:
+            self.counters["flushed"] += 1
+            self.counters["flushed_values"] += len(job.data)
+            self._settled(job, ok=True, result=attempt.result)
+            return True
+        error = attempt.error or RuntimeError("handle_flush failed")
+        self.counters["errors"] += 1
+        if attempt.permanent or not self.policy.retryable(error):
+            return self._isolate(job, attempt, final)
+        decision = self.policy.decide(job.attempt, error, job.started)
+        if decision.retry and not final:
+            job.waiting = True
+            self.counters["retried"] += 1
+            log.info(
+                "%s: flush of key %s failed (attempt %d: %s); retrying in %.2fs",
+                type(self.buffer).__name__,
+                short_repr(job.key),
+                job.attempt,
+                describe(error),
+                decision.delay,
+            )
+            self._schedule(decision.delay, ("retry", job.id))
+            return False
+        self._give_up(job, error)
+        return True
+
+    def _call(self, key: Any, data: list[Any]) -> Attempt:
+        """One call of handle_flush, its exception turned into an :class:`Attempt`."""
+        try:
+            result = self.buffer.handle_flush(key, list(data), self.buffer.flush_meta)
+        except PermanentError as exc:
+            return classify_permanent(data, exc)
+        except Exception as exc:
+            return Attempt(ok=False, error=exc, permanent=not self.policy.retryable(exc))
+        return Attempt(ok=True, result=result)
+
+    def _isolate(self, job: FlushJob, first: Attempt, final: bool) -> bool:
+        """A permanent failure: flush what goes, give up only the values that fail alone."""
+        outcome = deliver_isolating(
+            lambda part: self._call(job.key, part), job.data, first=first
+        )
+        if outcome.delivered:
+            self.counters["flushed"] += len(outcome.results)
+            self.counters["flushed_values"] += len(outcome.delivered)
+        results = list(outcome.results)
+        if outcome.dead:
+            dead = sorted(outcome.dead)
+            self._give_up_values(
+                job, [job.data[i] for i in dead], [outcome.dead[i] for i in dead]
+            )
+        transient = outcome.transient or RuntimeError("handle_flush failed")
+        decision = self.policy.decide(job.attempt, transient, job.started)
+        if outcome.pending and decision.retry and not final:
+            # a transient failure while isolating: the values not judged yet are retried
+            job.data = [job.data[i] for i in outcome.pending]
+            job.waiting = True
+            self.counters["retried"] += 1
+            self._schedule(decision.delay, ("retry", job.id))
+            return False
+        if outcome.pending:
+            self._give_up_values(
+                job, [job.data[i] for i in outcome.pending],
+                [describe(transient)] * len(outcome.pending),
+            )
+        self._settled(job, ok=not outcome.dead and not outcome.pending,
+                      result=results[0] if len(results) == 1 else results)
         return True
 
     def _check_slow(self, job: FlushJob, began: float) -> None:
@@ -363,30 +413,35 @@ class Partition:
             )
 
     def _give_up(self, job: FlushJob, error: BaseException) -> None:
+        self._give_up_values(job, list(job.data), [describe(error)] * len(job.data))
+        self._settled(job, ok=False)
+
+    def _give_up_values(self, job: FlushJob, values: list[Any], errors: list[str]) -> None:
+        """handle_error, then the dead letters (if configured), for ``values`` of ``job``."""
         name = type(self.buffer).__name__
         self.counters["failed"] += 1
-        self.counters["failed_values"] += len(job.data)
+        self.counters["failed_values"] += len(values)
         try:
-            self.buffer.handle_error(job.key, list(job.data), self.buffer.flush_meta)
+            self.buffer.handle_error(job.key, list(values), self.buffer.flush_meta)
         except Exception as exc:
             self.counters["error_handler_failed"] += 1
             log.error(
                 "%s: handle_error for key %s raised %s", name, short_repr(job.key), describe(exc)
             )
         if self.dead_letters is not None:
-            self._dead_letter(job, describe(error))
-        self._settled(job, ok=False)
+            self._dead_letter(job, values, errors)
 
-    def _dead_letter(self, job: FlushJob, reason: str) -> None:
+    def _dead_letter(self, job: FlushJob, values: list[Any], errors: list[str]) -> None:
         assert self.dead_letters is not None
         name = type(self.buffer).__name__
         topic = safe_key_name(job.key)
-        reason = f"key {short_repr(job.key)}: {reason}"
-        rows = as_rows(job.data)
-        for attempt_rows in (rows, [{"value": repr(value)} for value in job.data]):
+        reason = f"key {short_repr(job.key)}: {errors[0] if errors else 'failed'}"
+        rows = as_rows(values)
+        for attempt_rows in (rows, [{"value": repr(value)} for value in values]):
             try:
                 self.dead_letters.add(
-                    topic, name, attempt_rows, reason, job.attempt, job.first_at, time.time()
+                    topic, name, attempt_rows, reason, job.attempt, job.first_at, time.time(),
+                    errors=errors,
                 )
             except InvalidData:
                 continue  # not msgpack-serialisable: store the values' repr instead
@@ -398,9 +453,9 @@ class Partition:
                     describe(exc),
                 )
                 break
-            self.counters["dead_lettered"] += len(job.data)
+            self.counters["dead_lettered"] += len(values)
             return
-        self.counters["lost"] += len(job.data)
+        self.counters["lost"] += len(values)
 
     def _settled(self, job: FlushJob, ok: bool, result: Any = None) -> None:
         self._by_id.pop(job.id, None)

@@ -243,6 +243,10 @@ class DestinationSpec:
     requires: tuple[str, ...] = ()
     linger: float = 0.2
     """Seconds after one hand-over to the worker before the next, while chunks merge."""
+    rows_only: bool = True
+    """The class stores rows (dicts) only: its ``takes_any_data`` is false."""
+    log_time: tuple[str, str] | None = None
+    """The row key the class wants filled with the time of ``log()``, and its unit."""
 
     def takes(self, topic: str, any_prefix: bool) -> bool:
         """True when this destination receives ``topic``."""
@@ -269,6 +273,10 @@ class Config:
         """The destinations that take ``topic``, honouring prefixes."""
         any_prefix = any(d.prefix is not None for d in self.destinations)
         return tuple(d for d in self.destinations if d.takes(topic, any_prefix))
+
+    def rows_only(self, topic: str) -> bool:
+        """True when a destination of ``topic`` stores rows (dicts) only."""
+        return any(spec.rows_only for spec in self.destinations_for(topic))
 
 
 def resolve_class(type_name: str) -> type:
@@ -383,7 +391,27 @@ def _destination(name: str, raw: Any) -> DestinationSpec:
         block_timeout=float(_number(f"{where}.block_timeout", framework.get("block_timeout", 10.0))),
         requires=_strings(f"{where}.requires", framework.get("requires", [])),
         linger=float(_number(f"{where}.linger", framework.get("linger", 0.2))),
+        rows_only=not bool(getattr(cls, "takes_any_data", False)),
+        log_time=_log_time(where, cls, options),
     )
+
+
+def _log_time(where: str, cls: type, options: Mapping[str, Any]) -> tuple[str, str] | None:
+    ask = getattr(cls, "log_time", None)
+    if ask is None:
+        return None
+    try:
+        wanted = ask(options)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    if wanted is None:
+        return None
+    from .stamps import UNIT_NS
+
+    key, unit = wanted
+    if not isinstance(key, str) or not key or unit not in UNIT_NS:
+        raise ConfigError(f"{where}: log_time() must give a key and one of {sorted(UNIT_NS)}")
+    return (key, unit)
 
 
 def _strings(where: str, value: Any) -> tuple[str, ...]:

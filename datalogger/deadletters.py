@@ -10,7 +10,10 @@ rewrite the file atomically (tmp file + ``os.replace``).
 
 Topic and destination names are checked with
 :func:`datalogger.validation.validate_topic` before they reach a path, so no
-name can lead outside the store's directory.
+name can lead outside the store's directory, and go through
+:func:`datalogger.names.file_name`, which shortens names longer than 200
+characters with a hash: the file of a long topic is found by that name, and
+the letters in it carry the full topic.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import attrs
 
 from .exceptions import InvalidTopic
+from .names import file_name
 from .records import RecordFile, atomic_write_bytes, encode_record, read_records
 from .validation import validate_topic
 
@@ -58,6 +62,14 @@ class DeadLetter:
     """When delivery was last tried (epoch seconds)."""
     created_at: float
     """When the letter was stored (epoch seconds)."""
+    errors: list[str] | None = None
+    """The error of each row, in the order of ``rows`` (None in letters of older versions)."""
+
+    def row_errors(self) -> list[str]:
+        """The error of each row: :attr:`errors`, or :attr:`reason` for every row."""
+        if self.errors is not None and len(self.errors) == len(self.rows):
+            return list(self.errors)
+        return [self.reason] * len(self.rows)
 
 
 @attrs.frozen
@@ -111,12 +123,16 @@ class DeadLetterStore:
         attempts: int,
         first_attempt_at: float,
         last_attempt_at: float,
+        errors: list[str] | None = None,
     ) -> DeadLetter:
         """Store a dead letter, fsync'd before returning; return it.
+
+        ``errors`` gives the error of each row, in order (default: ``reason`` for all).
 
         Raises:
             InvalidTopic: ``topic`` or ``destination`` is not a valid name.
             InvalidData: the rows cannot be serialised with msgpack.
+            OSError: the store cannot be written.
         """
         path = self._file(topic, destination)
         letter = DeadLetter(
@@ -129,6 +145,7 @@ class DeadLetterStore:
             first_attempt_at=float(first_attempt_at),
             last_attempt_at=float(last_attempt_at),
             created_at=time.time(),
+            errors=[str(e) for e in errors] if errors is not None else None,
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._locked(path, exclusive=True), RecordFile(path, fsync="always") as file:
@@ -169,15 +186,24 @@ class DeadLetterStore:
             )
         return summaries
 
-    def remove(self, topic: str, destination: str, ids: set[str]) -> int:
+    def remove(
+        self,
+        topic: str,
+        destination: str,
+        ids: set[str],
+        keep: dict[str, tuple[list[Any], list[str]]] | None = None,
+    ) -> int:
         """Delete the letters with these ids from one (topic, destination); return how many.
 
         The file is rewritten atomically, or deleted when no letter is left.
-        Unknown ids are ignored.
+        Unknown ids are ignored. ``keep`` maps the id of a letter that was
+        replayed in part to the rows (and their errors) it still holds: that
+        letter stays, with only those rows.
 
         Raises:
             InvalidTopic: ``topic`` or ``destination`` is not a valid name.
         """
+        keep = keep or {}
         path = self._file(topic, destination)
         if not path.parent.is_dir():
             return 0
@@ -185,9 +211,15 @@ class DeadLetterStore:
             if not path.exists():
                 return 0
             records = [record for _offset, record in read_records(path)]
-            kept = [record for record in records if record["id"] not in ids]
-            removed = len(records) - len(kept)
-            if removed == 0:
+            kept = []
+            for record in records:
+                if record["id"] in keep:
+                    rows, errors = keep[record["id"]]
+                    kept.append({**record, "rows": rows, "errors": errors})
+                elif record["id"] not in ids:
+                    kept.append(record)
+            removed = sum(1 for record in records if record["id"] in ids)
+            if removed == 0 and not keep:
                 return 0
             if kept:
                 atomic_write_bytes(path, b"".join(encode_record(record) for record in kept))
@@ -209,29 +241,30 @@ class DeadLetterStore:
     def _file(self, topic: str, destination: str) -> Path:
         validate_topic(topic)
         _validate_destination(destination)
-        return self._dir / destination / f"{topic}{_SUFFIX}"
+        return self._dir / file_name(destination) / f"{file_name(topic)}{_SUFFIX}"
 
     def _files(self, topic: str | None, destination: str | None) -> list[Path]:
         if topic is not None:
             validate_topic(topic)
         if destination is not None:
             _validate_destination(destination)
-            destinations = [destination]
+            folders = [file_name(destination)]
         elif self._dir.is_dir():
-            destinations = sorted(entry.name for entry in self._dir.iterdir() if entry.is_dir())
+            folders = sorted(entry.name for entry in self._dir.iterdir() if entry.is_dir())
         else:
-            destinations = []
+            folders = []
         files: list[Path] = []
-        for name in destinations:
+        wanted = None if topic is None else file_name(topic)
+        for name in folders:
             folder = self._dir / name
-            if not _is_valid_name(name) or not folder.is_dir():
+            if not _is_file_name(name) or not folder.is_dir():
                 continue
-            topics = sorted(
+            stems = sorted(
                 entry.name[: -len(_SUFFIX)]
                 for entry in folder.iterdir()
-                if entry.name.endswith(_SUFFIX) and _is_valid_name(entry.name[: -len(_SUFFIX)])
+                if entry.name.endswith(_SUFFIX) and _is_file_name(entry.name[: -len(_SUFFIX)])
             )
-            files.extend(folder / f"{name_}{_SUFFIX}" for name_ in topics if topic in (None, name_))
+            files.extend(folder / f"{stem}{_SUFFIX}" for stem in stems if wanted in (None, stem))
         return files
 
     def _read(self, path: Path) -> list[DeadLetter]:
@@ -255,12 +288,22 @@ class DeadLetterStore:
 
 def _letter(record: dict[str, Any]) -> DeadLetter:
     """Build a letter from its record, ignoring fields a later version may add."""
-    return DeadLetter(**{field.name: record[field.name] for field in attrs.fields(DeadLetter)})
+    return DeadLetter(
+        **{
+            field.name: record[field.name]
+            for field in attrs.fields(DeadLetter)
+            if field.name in record or field.default is attrs.NOTHING
+        }
+    )
 
 
-def _is_valid_name(name: str) -> bool:
+def _is_file_name(name: str) -> bool:
+    """A name :func:`~datalogger.names.file_name` can give: a valid name, or a shortened one."""
+    plain, _, digest = name.partition("~")
+    if digest and (len(digest) != 16 or not all(c in "0123456789abcdef" for c in digest)):
+        return False
     try:
-        validate_topic(name)
+        validate_topic(plain)
     except InvalidTopic:
         return False
     return True

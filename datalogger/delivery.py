@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 import pickle
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
 
 from .config import DestinationSpec, resolve_class
 from .exceptions import ConfigError, PermanentError
+from .validation import pack
 
-__all__ = ["Attempt", "DestinationHost", "describe"]
+__all__ = ["Attempt", "DestinationHost", "classify_permanent", "describe"]
 
 log = logging.getLogger("datalogger.delivery")
 
@@ -31,14 +33,78 @@ def describe(error: BaseException) -> str:
 
 @attrs.frozen
 class Attempt:
-    """The outcome of one call to ``send_data``."""
+    """The outcome of one call to ``send_data``.
+
+    Rows are named by their index in the list sent, so an outcome can cross a
+    process boundary (``send_async``) without losing which rows it means.
+    """
 
     ok: bool
     result: Any = None
     error: BaseException | None = None
     permanent: bool = False
-    bad_rows: list[dict[str, Any]] | None = None
-    """With a permanent error, the rows rejected; None means all of them."""
+    """The error will not go away by itself: the rows are not retried as they are."""
+    bad: tuple[tuple[int, str], ...] | None = None
+    """With a permanent error, ``(index, reason)`` of each row the destination named
+    as rejected; None when it named none (the rows failed as a whole)."""
+    unsure: tuple[int, ...] = ()
+    """With a permanent error, indices of rows that failed along with good ones,
+    the destination cannot tell which: to be tried again in halves."""
+    isolate: bool = True
+    """False when the error is not about the rows (a configuration error): splitting
+    the rows would only fail again."""
+
+
+def _indices(rows: Sequence[Any], named: Sequence[Any]) -> list[int]:
+    """The index in ``rows`` of each of ``named`` (the same objects, or equal ones).
+
+    Rows the destination copied are matched by their serialised form; a named
+    row that is not in ``rows`` at all is left out.
+    """
+    by_id = {id(row): index for index, row in enumerate(rows)}
+    found: list[int] = []
+    missing: list[Any] = []
+    for row in named:
+        index = by_id.get(id(row))
+        if index is None:
+            missing.append(row)
+        else:
+            found.append(index)
+    if missing:
+        taken = set(found)
+        by_value: dict[bytes, list[int]] = {}
+        for index, row in enumerate(rows):
+            if index not in taken:
+                by_value.setdefault(_key(row), []).append(index)
+        for row in missing:
+            candidates = by_value.get(_key(row))
+            if candidates:
+                found.append(candidates.pop(0))
+            else:
+                log.warning("a row named by PermanentError is not in the chunk sent: ignored")
+    return found
+
+
+def _key(row: Any) -> bytes:
+    try:
+        return pack(row)
+    except Exception:
+        return repr(row).encode("utf-8", "backslashreplace")
+
+
+def classify_permanent(rows: Sequence[Any], exc: PermanentError) -> Attempt:
+    """The :class:`Attempt` of a ``send_data`` call on ``rows`` that raised ``exc``."""
+    if exc.rows is None and exc.unsure is None:
+        return Attempt(ok=False, error=exc, permanent=True)
+    message = describe(exc)
+    named = list(exc.rows or ())
+    reasons = list(exc.reasons or ())
+    bad: dict[int, str] = {}
+    for position, index in enumerate(_indices(rows, named)):
+        reason = reasons[position] if position < len(reasons) and reasons[position] else message
+        bad.setdefault(index, str(reason))
+    unsure = tuple(i for i in _indices(rows, list(exc.unsure or ())) if i not in bad)
+    return Attempt(ok=False, error=exc, permanent=True, bad=tuple(bad.items()), unsure=unsure)
 
 
 def picklable(value: Any) -> Any:
@@ -71,11 +137,11 @@ class DestinationHost:
         try:
             result = self.instance.send_data(self.topic, rows)
         except PermanentError as exc:
-            bad = exc.rows if exc.rows is not None else None
-            return Attempt(ok=False, error=exc, permanent=True, bad_rows=bad)
+            return classify_permanent(rows, exc)
         except ConfigError as exc:
-            # A destination that refuses its configuration will refuse it again.
-            return Attempt(ok=False, error=exc, permanent=True)
+            # A destination that refuses its configuration will refuse it again,
+            # whatever the rows: nothing to isolate.
+            return Attempt(ok=False, error=exc, permanent=True, isolate=False)
         except Exception as exc:
             log.debug("send_data of %s failed: %s", self.spec.name, traceback.format_exc())
             return Attempt(ok=False, error=exc)

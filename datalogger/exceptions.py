@@ -19,6 +19,7 @@ __all__ = [
     "InvalidTopic",
     "NotRunning",
     "PermanentError",
+    "StorageError",
 ]
 
 
@@ -54,19 +55,45 @@ class NotRunning(DataLoggerError):
     """No datalogger node is running where one was expected."""
 
 
+class StorageError(DataLoggerError, OSError):
+    """datalogger's own files cannot be written: a full or read-only disk, a missing permission.
+
+    The message names the path and the operating system's error. Nothing of
+    the call that raised it was kept; once the fault is gone the next call
+    works, with no restart.
+    """
+
+
 class PermanentError(DataLoggerError):
     """Raised by a destination for data that will never be accepted.
 
-    Such data is not retried: ``on_error`` is called and the rows go to the
-    dead-letter store at once.
+    Such data is not retried. The framework finds the rows at fault and
+    dead-letters only those, each with its own reason; the other rows of
+    the chunk count as delivered (``on_error`` is called with the rows
+    dead-lettered).
 
     Args:
         message: what is wrong with the data.
-        rows: the rows that were rejected, when only part of a chunk was bad.
-            ``None`` (the default) means the whole chunk. When ``rows`` is
-            given, the other rows of the chunk count as delivered.
+        rows: the rows that were rejected; the other rows of the chunk were
+            stored. ``None`` (the default) means the chunk failed as a whole
+            and the destination does not know which rows are at fault: the
+            framework sends it again in halves, and halves of those, until
+            each failing row is found alone (see docs/concepts.md).
+        reasons: for each of ``rows``, why it was rejected (default: ``message``).
+        unsure: rows that failed together with good ones, when the
+            destination cannot tell which of them are bad (a batch the server
+            refused as a whole): the framework tries them again in halves.
+            The rows in neither list were stored.
     """
 
-    def __init__(self, message: str, rows: list[Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        rows: list[Any] | None = None,
+        reasons: list[str] | None = None,
+        unsure: list[Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.rows = rows
+        self.reasons = reasons
+        self.unsure = unsure

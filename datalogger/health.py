@@ -7,9 +7,10 @@ dead letters of its data directory and prints the verdict. Exit codes:
 
 - 0: ``healthy``;
 - 1: problems, one line each: the node refused by its convention's leader
-  (not in its ``cluster.allowed_members``), a destination failing for longer
-  than the threshold (``health_failing_after``, default 60 s), or dead
-  letters on disk;
+  (not in its ``cluster.allowed_members``), a topic whose write-ahead log
+  cannot be opened, or that holds damaged records, a destination failing for
+  longer than the threshold (``health_failing_after``, default 60 s), dead
+  letters on disk, or topics that did not answer;
 - 2: no node answers.
 """
 
@@ -41,7 +42,9 @@ class HealthProblem:
     """The destination ("" for a problem of the whole node)."""
     kind: str
     """``"failing"`` (failing for longer than the threshold), ``"dead_letters"`` (on disk),
-    or ``"refused"`` (the node's convention leader will not have it)."""
+    ``"wal_error"`` (the topic's log cannot be opened), ``"wal_damaged"`` (damaged records
+    found in it), ``"unanswered"`` (its supervisor did not answer; no destination) or
+    ``"refused"`` (the node's convention leader will not have it; no topic)."""
     message: str
     """The sentence ``datalogger health`` prints."""
 
@@ -63,6 +66,7 @@ def find_problems(
         message = f"node {cluster.get('node')} is refused by its leader: {cluster['refused']}"
         problems.append(HealthProblem("", "", "refused", message))
     for topic, destinations in sorted((stats.get("topics") or {}).items()):
+        problems.extend(_log_problems(topic, destinations))
         for destination, lane in sorted(destinations.items()):
             since = lane.get("failing_since")
             if since is None:
@@ -79,6 +83,9 @@ def find_problems(
                         f"(more than {failing_after:g}s); last error: {error}",
                     )
                 )
+    for topic in stats.get("unanswered") or ():
+        message = f"{topic}: its TopicSupervisor did not answer stats() in time"
+        problems.append(HealthProblem(topic, "", "unanswered", message))
     for item in dead_letter_summary or ():
         if item.letters > 0:
             problems.append(
@@ -92,6 +99,27 @@ def find_problems(
                 )
             )
     return problems
+
+
+def _log_problems(topic: str, destinations: Mapping[str, Any]) -> list[HealthProblem]:
+    """The topic's write-ahead log problems, tied to each of its destinations."""
+    lanes = list(destinations.values())
+    found: list[tuple[str, str]] = []
+    wal_error = next((lane.get("wal_error") for lane in lanes if lane.get("wal_error")), None)
+    if wal_error:
+        found.append(("wal_error", f"{topic}: its write-ahead log cannot be written: {wal_error}"))
+    damaged = max((int(lane.get("wal_corrupt_records") or 0) for lane in lanes), default=0)
+    if damaged:
+        found.append((
+            "wal_damaged",
+            f"{topic}: {damaged} damaged record(s) in its write-ahead log; their chunks are "
+            "lost (see the node's log for the files and offsets)",
+        ))
+    return [
+        HealthProblem(topic, destination, kind, message)
+        for kind, message in found
+        for destination in sorted(destinations)
+    ]
 
 
 def check_health(
@@ -111,11 +139,13 @@ def check_health(
 
     Returns:
         One sentence per problem: the node refused by its convention's
-        leader, each (topic, destination) failing for more than
-        ``failing_after`` seconds, then each (topic, destination) with dead
-        letters.
+        leader, each topic whose write-ahead log cannot be opened or holds
+        damaged records, each (topic, destination) failing for more than
+        ``failing_after`` seconds, each topic that did not answer, then each
+        (topic, destination) with dead letters.
     """
-    return [p.message for p in find_problems(stats, dead_letter_summary, failing_after, now)]
+    messages = [p.message for p in find_problems(stats, dead_letter_summary, failing_after, now)]
+    return list(dict.fromkeys(messages))  # a topic's problem is tied to each of its destinations
 
 
 def run_health(

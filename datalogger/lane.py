@@ -19,6 +19,7 @@ The lane has no actor code: the supervisor sends what its methods return.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from typing import Any
 from .config import DestinationSpec
 
 __all__ = ["COUNTER_NAMES", "Chunk", "Lane", "LaneCounters"]
+
+log = logging.getLogger("datalogger.lane")
 
 Chunk = tuple[int, list[dict[str, Any]]]
 """A sequence number and its rows."""
@@ -150,7 +153,16 @@ class Lane:
         self.max_seq = max(self.max_seq, seq)
         overflow = self.spec.overflow
         if overflow == "spill" and (self._spill_waiting() or not self.has_room(len(rows))):
-            self.spill.push(seq, rows)
+            try:
+                self.spill.push(seq, rows)
+            except OSError as exc:
+                # The disk refuses (full, read-only): keep the chunk in memory, past the bound,
+                # rather than lose it or fail the caller; it is in the write-ahead log anyway.
+                self.counters.error(f"spill: {exc}", failing=False)
+                log.error("cannot spill a chunk of %d rows (kept in memory): %s", len(rows), exc)
+                self.backlog.append((seq, rows))
+                self.backlog_rows += len(rows)
+                return self._refill()
             self.counters.add("spilled", len(rows))
             return self._refill()
         if overflow == "drop_oldest" and (self.backlog or not self.has_room(len(rows))):
@@ -185,7 +197,12 @@ class Lane:
             out.append(self._send(seq, rows))
         while self._spill_waiting() and (not self.inflight or self.inflight_rows < limit):
             room = max(1, limit - self.inflight_rows)
-            for seq, rows in self.spill.pop(room):
+            try:
+                popped = self.spill.pop(room)
+            except OSError as exc:  # its cursor cannot be saved: try again at the next settle
+                log.error("cannot take chunks from the spill queue (tried again later): %s", exc)
+                break
+            for seq, rows in popped:
                 out.append(self._send(seq, rows))
         return out
 

@@ -18,6 +18,11 @@ rejected instead:
   ``true``/``false``); integers outside the signed 64-bit range are rejected.
 * Floats are written with ``repr`` (shortest exact round-trip), a trailing
   ``.0`` trimmed. ``Decimal`` and other real numbers are converted to float.
+* Values InfluxDB has no type for are written as strings: ``datetime``,
+  ``date`` and ``time`` in ISO 8601, ``UUID`` as its text, ``bytes`` in base64,
+  lists and dicts as JSON text (nested values as in
+  :mod:`datalogger.destinations._values`); ``timedelta`` as a float of seconds.
+  The same goes for tag values.
 * ``None`` values and NaN/infinite floats are skipped: the key is left out of
   the line, as InfluxDB has no null. ``None`` or ``""`` tag values are left out
   too (InfluxDB has no empty tags).
@@ -27,8 +32,8 @@ rejected instead:
   literal backslash and ``n``); any of those ending in a backslash (it would
   escape the separator after it); an empty measurement, tag key or field key;
   a measurement starting with ``#`` (a comment line, silently dropped by
-  InfluxDB); field values of other types (lists, dicts, datetimes...); strings
-  that are not valid Unicode (lone surrogates).
+  InfluxDB); field values of other types; strings that are not valid Unicode
+  (lone surrogates).
 * Tabs and carriage returns in names are written raw: InfluxDB 1.x stores them
   verbatim, while ``influxdb_client`` writes ``\\t``/``\\r`` which it stores as
   two characters.
@@ -36,15 +41,18 @@ rejected instead:
 
 from __future__ import annotations
 
+import base64
 import math
 import numbers
+import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
+from .destinations._values import to_json
 from .exceptions import InvalidData
 
 __all__ = [
@@ -153,7 +161,25 @@ def _field_value(key: str, value: Any) -> str | None:
         return _float(float(value))
     if isinstance(value, str):
         return '"' + str(value).translate(_ESCAPE_STRING) + '"'
+    if isinstance(value, timedelta):
+        return _float(value.total_seconds())
+    text = _as_text(value)
+    if text is not None:
+        return '"' + text.translate(_ESCAPE_STRING) + '"'
     raise LineProtocolError(f"field {key!r} has unsupported type {type(value).__name__}")
+
+
+def _as_text(value: Any) -> str | None:
+    """The text of a value InfluxDB has no type for (see the module docstring), or None."""
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (list, tuple, dict)):
+        return to_json(value)
+    return None
 
 
 def _tags(tags: Iterable[tuple[Any, Any]]) -> str:
@@ -161,7 +187,7 @@ def _tags(tags: Iterable[tuple[Any, Any]]) -> str:
     for key, value in sorted([(str(k), v) for k, v in tags], key=_FIRST):
         if value is None:
             continue
-        text = value if type(value) is str else str(value)
+        text = value if type(value) is str else (_as_text(value) or str(value))
         if not text:
             continue
         parts.append(f",{_key(key)}={_tag_value(text)}")

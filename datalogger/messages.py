@@ -31,7 +31,8 @@ class Log:
     topic: str
     """Where the data goes: a name from ``[A-Za-z0-9_.:-]``, 1 to 255 characters."""
     data: Any = attrs.field(repr=_count)
-    """One row (a dict) or a list of rows."""
+    """One row (a dict) or a list of rows; any other value, or a list of them, for
+    topics whose destinations all take any data."""
     reply: bool = False
     """Answer with :class:`LogAccepted` or :class:`LogRejected` (use with ``ask``)."""
     ref: int = 0
@@ -116,6 +117,8 @@ class FlushReply:
     pending: dict[str, int] = attrs.field(factory=dict)
     """Topic -> chunks still pending, when ``done`` is false."""
     ref: int = 0
+    broken: dict[str, str] = attrs.field(factory=dict)
+    """Topic -> why it cannot be flushed (its write-ahead log cannot be opened)."""
 
 
 @attrs.frozen
@@ -260,8 +263,12 @@ class SendOutcome:
     """The exception (or its description when it cannot be pickled)."""
     error_type: str | None = None
     permanent: bool = False
-    bad_rows: list[dict[str, Any]] | None = None
-    """With a permanent error, the rows rejected (None = all)."""
+    bad: tuple[tuple[int, str], ...] | None = None
+    """With a permanent error, ``(index, reason)`` of the rows rejected (None: not named)."""
+    unsure: tuple[int, ...] = ()
+    """With a permanent error, indices of rows to try again in halves."""
+    isolate: bool = True
+    """False when the error is not about the rows."""
 
 
 @attrs.frozen
@@ -297,6 +304,8 @@ class TopicFlushed:
 
     token: int
     topic: str
+    error: str | None = None
+    """Set when the topic cannot be flushed (its write-ahead log cannot be opened)."""
 
 
 @attrs.frozen

@@ -22,6 +22,8 @@ Metrics, labelled ``{topic, destination}`` unless noted:
 - gauges ``datalogger_buffered_rows``, ``datalogger_spill_bytes``, ``datalogger_wal_bytes``,
   ``datalogger_logged_seq`` and ``datalogger_settled_seq`` (their difference is the lag, in
   chunks, the dashboard shows),
+  ``datalogger_wal_corrupt_records`` (damaged records found in the topic's log),
+  ``datalogger_wal_broken`` (1 while the topic's log cannot be opened),
   ``datalogger_delivery_latency_seconds{quantile="0.5"|"0.99"}``, ``datalogger_failing`` (0/1);
 - timestamps (epoch seconds, absent while unset): ``datalogger_last_error_timestamp_seconds``,
   ``datalogger_last_success_timestamp_seconds``, ``datalogger_failing_since_timestamp_seconds``
@@ -88,6 +90,10 @@ GAUGES: dict[str, tuple[str, str]] = {
         "datalogger_settled_seq",
         "Sequence number up to which the destination settled every chunk; "
         "lag = logged_seq - settled_seq.",
+    ),
+    "wal_corrupt_records": (
+        "datalogger_wal_corrupt_records",
+        "Damaged records found in the topic's write-ahead log (their chunks are lost).",
     ),
 }
 
@@ -208,6 +214,11 @@ def _lane_metrics(topics: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> Iter
     failing = GaugeMetricFamily(
         "datalogger_failing", "1 while the destination is failing, else 0.", labels=LABELS
     )
+    broken = GaugeMetricFamily(
+        "datalogger_wal_broken",
+        "1 while the topic's write-ahead log cannot be opened (log() raises StorageError).",
+        labels=LABELS,
+    )
     latency = GaugeMetricFamily(
         "datalogger_delivery_latency_seconds",
         "Delivery latency of recent chunks, by quantile.",
@@ -224,6 +235,7 @@ def _lane_metrics(topics: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> Iter
                 if lane.get(key) is not None:
                     gauge.add_metric(labels, float(lane[key]))
             failing.add_metric(labels, 0 if lane.get("failing_since") is None else 1)
+            broken.add_metric(labels, 0 if not lane.get("wal_error") else 1)
             for quantile, key in QUANTILES:
                 if lane.get(key) is not None:
                     latency.add_metric([*labels, quantile], float(lane[key]))
@@ -231,6 +243,7 @@ def _lane_metrics(topics: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> Iter
     yield from gauges.values()
     yield from stamps.values()
     yield failing
+    yield broken
     yield latency
 
 

@@ -49,6 +49,19 @@ class RetryPolicy:
             lambda exc: not isinstance(exc, PermanentError)
         )
 
+    def retryable(self, error: BaseException) -> bool:
+        """Whether ``error`` is of a kind the policy retries at all (its ``retry`` predicate).
+
+        An error it does not retry is taken as permanent: not about the moment
+        but about the rows (or the configuration).
+        """
+        if isinstance(error, PermanentError):
+            return False
+        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.attempt_number = 1
+        state.outcome = tenacity.Future.construct(1, error, True)
+        return bool(self.retry(state))
+
     def decide(self, attempt: int, error: BaseException, started: float) -> RetryDecision:
         """Decide after attempt number ``attempt`` (1-based) failed with ``error``.
 

@@ -68,7 +68,7 @@ from .messages import (
     StatsReply,
     StatsRequest,
 )
-from .validation import normalize_rows, validate_topic
+from .validation import normalize_data, require_rows, validate_topic
 
 __all__ = ["DataLogger", "connect", "get_default", "log", "start"]
 
@@ -110,6 +110,7 @@ class DataLogger:
         self._destinations: dict[str, Any] = {}
         self._batcher: ClientBatcher | None = None
         self._routes: dict[str, Any] = {}
+        self._rows_only: dict[str, bool] = {}
         self._batcher_lock = threading.Lock()
         #: ``host:port`` of the node's admin (None on ``simpleSystemBase``).
         self.node: str | None = None
@@ -175,16 +176,21 @@ class DataLogger:
 
         Returns once the chunk is in the topic's write-ahead log and handed to
         every destination of the topic: from then on it is delivered at least
-        once, across crashes (see docs/durability.md).
+        once, across crashes (see docs/durability.md). Topics whose
+        destinations all take any data (``takes_any_data``) accept any value
+        msgpack can serialise, or a list of them.
 
         Raises:
             InvalidTopic: the topic is malformed, or no destination takes it.
-            InvalidData: the data is not rows, or cannot be serialised.
+            InvalidData: the data is not rows (for a destination that stores
+                rows), or cannot be serialised.
             Backpressure: a destination with ``overflow = "block"`` stayed full.
+            StorageError: the node cannot write the topic's write-ahead log
+                (a full or read-only disk); the message names the path.
             DeliveryTimeout: the node did not answer within ``timeout``.
         """
         topic = validate_topic(topic)
-        rows = normalize_rows(data)
+        rows = self._check_rows(topic, normalize_data(data))
         wait = self.log_timeout if timeout is None else timeout
         route = self._routes.get(topic)
         if route is not None:
@@ -201,6 +207,17 @@ class DataLogger:
         if reply.route is not None:
             self._routes[topic] = reply.route
         return int(reply.seq)
+
+    def _check_rows(self, topic: str, items: list[Any]) -> list[Any]:
+        """``items``, if the topic's destinations take them (when this handle knows them)."""
+        if self.config is None:
+            return items
+        rows_only = self._rows_only.get(topic)
+        if rows_only is None:
+            rows_only = self._rows_only[topic] = self.config.rows_only(topic)
+        if rows_only:
+            require_rows(items, topic)
+        return items
 
     def _log_direct(self, topic: str, rows: list[dict[str, Any]], route: Any, timeout: float) -> Any:
         """Send a chunk straight to the topic's TopicSupervisor (learnt from an earlier answer).
@@ -252,6 +269,9 @@ class DataLogger:
                 if self._batcher is None:
                     self._batcher = ClientBatcher(self.log)
                 batcher = self._batcher
+        if self.config is not None and type(data) is not dict:  # a row is fine for every topic
+            # refuse here what the node would refuse (the batcher checks the rest)
+            self._check_rows(validate_topic(topic), data if isinstance(data, list) else [data])
         batcher.add(topic, data)
 
     def broadcast(self, event: Any, topic: str = "requests", scope: str = "local") -> None:
@@ -272,6 +292,8 @@ class DataLogger:
         Rows queued with :meth:`log_nowait` are sent first.
 
         Raises:
+            StorageError: a topic cannot be flushed because its write-ahead log
+                cannot be opened (named, with the reason).
             DeliveryTimeout: naming the topics still pending after ``timeout`` seconds.
         """
         if self._batcher is not None:
@@ -279,6 +301,11 @@ class DataLogger:
         reply: FlushReply = self._request(
             lambda ref: FlushRequest(timeout, ref), (FlushReply,), timeout + 10.0
         )
+        if reply.broken:
+            raise exceptions.StorageError(
+                "flush: "
+                + "; ".join(f"topic {topic}: {reason}" for topic, reason in sorted(reply.broken.items()))
+            )
         if not reply.done:
             raise DeliveryTimeout(
                 f"flush: topics still pending after {timeout:g}s: {', '.join(sorted(reply.pending))}"

@@ -181,3 +181,15 @@ class PidSqlite(Destination):
 
     def close(self) -> None:
         self.inner.close()
+
+
+class RefusesMarked(Recorder):
+    """Refuses a whole chunk, as one transaction would, when any row has ``"bad": true``;
+    the framework has to find those rows itself."""
+
+    def send_data(self, topic: str, data: list[dict[str, Any]]) -> int:
+        _append(os.path.join(self.directory, f"{topic}.calls"), len(data))
+        bad = [row for row in data if row.get("bad")]
+        if bad:
+            raise PermanentError(f"row {bad[0]['n']} refused")
+        return super().send_data(topic, data)

@@ -329,6 +329,31 @@ def test_permanent_error_is_not_retried_and_unpicklable_values_are_dead_lettered
     assert len(buf.errors) == 1 and h.retries() == []
 
 
+def test_a_permanent_error_gives_up_only_the_values_that_fail_alone(tmp_path: Any) -> None:
+    class Picky(MemoryBuffer):
+        def handle_flush(self, key: Any, data: list[Any], meta: Any = None) -> Any:
+            bad = [value for value in data if value % 7 == 3]
+            if bad:
+                raise PermanentError(f"{bad[0]} is refused")
+            return super().handle_flush(key, data, meta)
+
+    buf = Picky(dead_letter_dir=tmp_path, max_size=1000)
+    h = Harness(buf)
+    h.partition.insert("k", list(range(100)))
+    h.partition.flush()
+    refused = [n for n in range(100) if n % 7 == 3]
+    assert sorted(n for _, data, _ in buf.flushes for n in data) == [
+        n for n in range(100) if n not in refused
+    ]
+    assert buf.errors == [("k", refused, None)]
+    (letter,) = DeadLetterStore(tmp_path).letters()
+    assert [row["value"] for row in letter.rows] == refused
+    assert letter.row_errors() == [f"PermanentError: {n} is refused" for n in refused]
+    info = h.partition.info()
+    assert (info["flushed_values"], info["failed_values"], info["dead_lettered"]) == (86, 14, 14)
+    assert h.retries() == []
+
+
 def test_failing_handle_error_is_counted_and_data_still_dead_lettered(tmp_path: Any) -> None:
     class Both(MemoryBuffer):
         def handle_error(self, key: Any, data: list[Any], meta: Any = None) -> None:

@@ -168,3 +168,30 @@ def test_concurrent_processes(tmp_path: Path) -> None:
     for worker in range(3):
         seen = [x.rows[0]["n"] for x in letters if x.rows[0]["worker"] == worker]
         assert seen == list(range(30))
+
+
+def test_long_topics_and_destinations_get_short_distinct_files(tmp_path: Path) -> None:
+    from datalogger.names import file_name
+
+    store = DeadLetterStore(tmp_path)
+    one, two, dest = "t" * 254 + "1", "t" * 254 + "2", "d" * 255
+    add(store, one, dest, 1, "first")
+    add(store, two, dest, 2, "second")
+    names = [p.name for p in (tmp_path / file_name(dest)).iterdir()]
+    assert len(names) == 4 and all(len(name.encode()) <= 255 for name in names)  # .dl, .dl.lock
+    assert [letter.reason for letter in store.letters(topic=one)] == ["first"]
+    assert [letter.topic for letter in store.letters(topic=two)] == [two]
+    assert sorted(item.topic for item in store.summary()) == sorted([one, two])
+    assert store.remove(two, dest, {next(store.letters(topic=two)).id}) == 1
+    assert [letter.topic for letter in store.letters()] == [one]
+
+
+def test_each_row_keeps_its_own_error_and_a_letter_can_shrink(tmp_path: Path) -> None:
+    store = DeadLetterStore(tmp_path)
+    letter = store.add("t", "db", rows(3), "three rows", 1, 1.0, 2.0, errors=["a", "b", "c"])
+    assert next(store.letters()).row_errors() == ["a", "b", "c"]
+    store.remove("t", "db", set(), keep={letter.id: (rows(3)[2:], ["c again"])})
+    (kept,) = store.letters()
+    assert (kept.id, kept.rows, kept.row_errors()) == (letter.id, rows(3)[2:], ["c again"])
+    old = add(store, "t", "db", 2, "old letter")  # without errors: the reason for every row
+    assert old.row_errors() == ["old letter", "old letter"]

@@ -142,3 +142,16 @@ def test_linger_does_not_hold_back_half_the_memory_bound() -> None:
     assert ln.linger_left(now=100.0, merge_rows=100) > 0.19
     ln.queue_handoff([ln.offer(2, rows(1))[0]])  # 20 rows: half of max_buffered_rows
     assert ln.linger_left(now=100.0, merge_rows=100) == 0.0
+
+
+def test_a_spill_the_disk_refuses_keeps_the_chunk_in_memory() -> None:
+    def refusing() -> Any:
+        raise OSError(28, "No space left on device")
+
+    ln = Lane(DestinationSpec(name="d", type="x:Y", options={}, max_buffered_rows=10), refusing)
+    assert ln.offer(1, rows(10)) == [(1, rows(10))]
+    assert ln.offer(2, rows(5)) == []  # over the bound, no disk: waits in memory, not lost
+    assert "No space left on device" in (ln.counters.last_error or "")
+    assert ln.counters.failing_since is None  # the destination itself is fine
+    assert ln.buffered_rows() == 15
+    assert ln.settle((1,)) == [(2, rows(5))]

@@ -150,7 +150,7 @@ def test_tabs_in_names_are_written_raw() -> None:
         ("m", {"": "x"}, {"f": 1}),
         ("m", {}, {"": 1}),
         ("m", {}, {"f": 2**63}),  # beyond int64
-        ("m", {}, {"f": [1, 2]}),  # unsupported type
+        ("m", {}, {"f": object()}),  # unsupported type
         ("m", {}, {"f": None, "g": math.inf}),  # no field left
         ("m", {}, {}),
         ("m", {}, {"s": "\ud800"}),  # lone surrogate
@@ -209,3 +209,27 @@ def test_precision_names() -> None:
     assert normalize_precision("ms") == "ms"
     with pytest.raises(ValueError, match="precision"):
         normalize_precision("h")
+
+
+def test_values_influxdb_has_no_type_for_are_written_as_documented() -> None:
+    import base64
+    import uuid
+    from datetime import date, time
+
+    when = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+    fields = {
+        "at": when,
+        "day": date(2024, 5, 6),
+        "clock": time(7, 8, 9),
+        "took": timedelta(seconds=1.5),
+        "id": uuid.UUID(int=1),
+        "blob": b"\x00\xff",
+        "nested": {"a": [1, {"d": date(2024, 1, 2)}]},
+    }
+    line = encode_point("m", {"day": date(2024, 5, 6)}, fields)
+    assert line == (
+        'm,day=2024-05-06 at="2024-05-06T07:08:09+00:00",blob="'
+        + base64.b64encode(b"\x00\xff").decode()
+        + '",clock="07:08:09",day="2024-05-06",id="00000000-0000-0000-0000-000000000001",'
+        'nested="{\\"a\\":[1,{\\"d\\":\\"2024-01-02\\"}]}",took=1.5'
+    )

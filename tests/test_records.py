@@ -13,6 +13,7 @@ import pytest
 from datalogger.exceptions import ConfigError, InvalidData
 from datalogger.records import (
     HEADER_SIZE,
+    MARKER,
     RecordFile,
     atomic_write_bytes,
     encode_record,
@@ -68,9 +69,14 @@ def test_reopen_appends_after_existing_records(tmp_path: Path) -> None:
 
 
 def test_frame_layout(tmp_path: Path) -> None:
+    import zlib
+
     blob = encode_record({"a": 1})
-    length = int.from_bytes(blob[:4], "big")
+    assert blob[:4] == MARKER == b"\xf5DL\x02"
+    length = int.from_bytes(blob[4:8], "big")
     assert len(blob) == HEADER_SIZE + length
+    crc = zlib.crc32(blob[HEADER_SIZE:], zlib.crc32(blob[4:8]))
+    assert int.from_bytes(blob[8:12], "big") == crc
 
 
 def test_unserialisable_object_is_refused_and_nothing_written(tmp_path: Path) -> None:
@@ -144,7 +150,7 @@ def test_undecodable_payload_with_valid_crc_stops_reading(tmp_path: Path) -> Non
         handle.write(len(payload).to_bytes(4, "big") + zlib.crc32(payload).to_bytes(4, "big"))
         handle.write(payload)
     assert [obj for _offset, obj in read_records(path)] == OBJECTS[:1]
-    assert repair(path) == HEADER_SIZE + 1
+    assert repair(path) == 8 + 1  # a version-1 header and the payload
 
 
 def test_repair_of_missing_file_is_a_no_op(tmp_path: Path) -> None:
@@ -215,3 +221,108 @@ def test_atomic_write_bytes_replaces_content(tmp_path: Path) -> None:
     atomic_write_bytes(path, b"two", durable=False)
     assert path.read_bytes() == b"two"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cursor"]
+
+
+def _write_v1(path: Path, objs: list[Any]) -> None:
+    """Records as datalogger wrote them before the marker (format version 1)."""
+    import zlib
+
+    from datalogger.validation import pack
+
+    with open(path, "wb") as handle:
+        for obj in objs:
+            payload = pack(obj)
+            handle.write(len(payload).to_bytes(4, "big") + zlib.crc32(payload).to_bytes(4, "big"))
+            handle.write(payload)
+
+
+def test_a_corrupt_record_in_the_middle_is_skipped_and_reading_resynchronises(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "f.rec"
+    objs = [{"n": n, "pad": "x" * 50} for n in range(10)]
+    sizes = write(path, objs)
+    data = bytearray(path.read_bytes())
+    middle = sum(sizes[:4]) + HEADER_SIZE + 20  # inside record 4's payload
+    data[middle] ^= 0x01
+    path.write_bytes(bytes(data))
+    damage: list[Any] = []
+    assert [obj["n"] for _o, obj in read_records(path, on_damage=damage.append)] == [
+        0, 1, 2, 3, 5, 6, 7, 8, 9,
+    ]
+    assert len(damage) == 1 and not damage[0].torn
+    assert damage[0].offset == sum(sizes[:4]) and damage[0].length == sizes[4]
+    # repair cuts nothing: the damage is between valid records
+    assert repair(path, on_damage=lambda d: None) == 0
+    assert path.stat().st_size == len(data)
+
+
+@pytest.mark.parametrize("where", ["marker", "length", "crc"])
+def test_damage_to_a_header_is_skipped_too(tmp_path: Path, where: str) -> None:
+    path = tmp_path / "f.rec"
+    sizes = write(path, [{"n": n} for n in range(5)])
+    data = bytearray(path.read_bytes())
+    start = sum(sizes[:2])
+    index = {"marker": start + 1, "length": start + 4, "crc": start + 9}[where]
+    data[index] ^= 0xFF  # a length of ~4 GiB would look like a torn tail without the CRC
+    path.write_bytes(bytes(data))
+    damage: list[Any] = []
+    assert [obj["n"] for _o, obj in read_records(path, on_damage=damage.append)] == [0, 1, 3, 4]
+    assert [(d.offset, d.torn) for d in damage] == [(start, False)]
+
+
+def test_a_corrupt_last_record_is_damage_and_a_short_one_is_a_torn_write(tmp_path: Path) -> None:
+    path = tmp_path / "f.rec"
+    write(path, OBJECTS)
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    damage: list[Any] = []
+    assert len(list(read_records(path, on_damage=damage.append))) == len(OBJECTS) - 1
+    assert [d.torn for d in damage] == [False]
+    path.write_bytes(data[:-1])
+    damage.clear()
+    assert len(list(read_records(path, on_damage=damage.append))) == len(OBJECTS) - 1
+    assert [d.torn for d in damage] == [True]
+
+
+def test_damage_is_logged_when_nobody_listens(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "f.rec"
+    sizes = write(path, OBJECTS)
+    data = bytearray(path.read_bytes())
+    data[sizes[0] + HEADER_SIZE] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="datalogger.records"):
+        assert len(list(read_records(path))) == len(OBJECTS) - 1
+    assert any("corrupt record at byte" in r.getMessage() for r in caplog.records)
+
+
+def test_files_of_the_first_format_are_read_and_appended_to(tmp_path: Path) -> None:
+    path = tmp_path / "old.rec"
+    _write_v1(path, OBJECTS[:2])
+    assert [obj for _o, obj in read_records(path)] == OBJECTS[:2]
+    with RecordFile(path) as file:
+        file.append(OBJECTS[2])
+    assert [obj for _o, obj in read_records(path)] == OBJECTS[:3]
+    assert path.read_bytes().count(MARKER) == 1  # the new record is in the new format
+
+
+def test_an_append_whose_fsync_fails_is_taken_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "f.rec"
+    with RecordFile(path, fsync="always") as file:
+        file.append({"n": 1})
+        size = file.size
+
+        def failing(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "fsync", failing)
+        with pytest.raises(OSError):
+            file.append({"n": 2})
+        assert file.size == size == path.stat().st_size
+        monkeypatch.undo()
+        file.append({"n": 3})
+    assert [obj for _o, obj in read_records(path)] == [{"n": 1}, {"n": 3}]

@@ -62,11 +62,15 @@ def test_segments_rotate_and_seq_survives_removal(tmp_path: Path) -> None:
         assert [seq for seq, _rows in wal.read_from(0)] == list(range(firsts[2], 21))
         assert [seq for seq, _rows in wal.read_from(15)] == list(range(16, 21))
 
-        # A partly delivered segment stays; the active segment always stays.
+        # A partly delivered segment stays.
         wal.remove_through(firsts[3])
         assert wal.segments[0].name == segments[3].name
-        wal.remove_through(10**9)
-        assert wal.segments == [segments[-1]]
+        # Everything settled: the active segment is rolled and deleted too; an empty one
+        # named after the next chunk keeps the numbering.
+        wal.remove_through(20)
+        assert [p.name for p in wal.segments] == [f"{21:020d}.wal"]
+        assert wal.bytes_on_disk == 0
+        assert not any(p.exists() for p in segments)
     with WriteAheadLog(tmp_path, "t", segment_bytes=500) as wal:
         assert wal.next_seq == 21
         assert wal.append(chunk(21)) == 21
@@ -148,3 +152,102 @@ def test_append_after_close_is_refused(tmp_path: Path) -> None:
         wal.append(chunk(2))
     with WriteAheadLog(tmp_path, "t") as reopened:
         assert [seq for seq, _rows in reopened.read_from(0)] == [1]
+
+
+def test_a_flipped_byte_in_the_newest_and_in_an_older_segment_loses_only_that_chunk(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from datalogger.records import read_frames
+
+    with WriteAheadLog(tmp_path, "t", segment_bytes=400) as wal:
+        for n in range(1, 22):
+            wal.append(chunk(n))
+        segments = wal.segments
+    assert len(segments) >= 3 and len(list(read_frames(segments[-1]))) == 3
+    for segment in (segments[0], segments[-1]):
+        (_first, second, _end), *_rest = list(read_frames(segment))
+        data = bytearray(segment.read_bytes())
+        data[second + 30] ^= 0x10  # inside the second record of the segment
+        segment.write_bytes(bytes(data))
+    with caplog.at_level(logging.ERROR, logger="datalogger.wal"):
+        wal = WriteAheadLog(tmp_path, "t", segment_bytes=400)
+        seqs = [seq for seq, _rows in wal.read_from(0)]
+        list(wal.read_from(0))  # read twice: counted once
+    assert seqs == [n for n in range(1, 22) if n not in (2, 20)]
+    assert wal.corrupt_records == 2
+    assert wal.next_seq == 22
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2 and all("corrupt record" in e for e in errors)
+    assert wal.append(chunk(22)) == 22
+    wal.close()
+
+
+def test_long_topics_get_short_distinct_directories(tmp_path: Path) -> None:
+    from datalogger.names import topic_from_dir
+
+    one, two = "a" * 254 + "1", "a" * 254 + "2"
+    with WriteAheadLog(tmp_path, one) as first, WriteAheadLog(tmp_path, two) as second:
+        first.append(chunk(1))
+        second.append(chunk(2))
+        assert first.path != second.path
+        assert len(first.path.name) == 200
+        assert topic_from_dir(first.path) == one and topic_from_dir(second.path) == two
+    with WriteAheadLog(tmp_path, one) as again:
+        assert list(again.read_from(0)) == [(1, chunk(1))]
+
+
+def test_a_read_only_disk_raises_storage_error_and_heals(tmp_path: Path) -> None:
+    from datalogger.exceptions import StorageError
+
+    from .fsfaults import tmpfs
+
+    with tmpfs(tmp_path / "wal", read_only=True) as disk:
+        with pytest.raises(StorageError, match=r"Read-only file system \(EROFS\)") as raised:
+            WriteAheadLog(disk.path, "t")
+        assert str(disk.path / "t") in str(raised.value)
+        disk.remount(writable=True)
+        with WriteAheadLog(disk.path, "t") as wal:
+            assert wal.append(chunk(1)) == 1
+
+
+def test_a_full_disk_raises_storage_error_and_settled_data_frees_it(tmp_path: Path) -> None:
+    from datalogger.exceptions import StorageError
+
+    from .fsfaults import tmpfs
+
+    with tmpfs(tmp_path / "wal", size="256k") as disk, WriteAheadLog(disk.path, "t") as wal:
+        big = [{"pad": "x" * 4000}]
+        seq = 0
+        with pytest.raises(StorageError, match=r"No space left on device \(ENOSPC\)"):
+            for _ in range(1000):
+                seq = wal.append(big)
+        assert [s for s, _rows in wal.read_from(0)] == list(range(1, seq + 1))  # no torn record
+        with pytest.raises(StorageError):
+            wal.append(big)
+        wal.remove_through(seq)  # every chunk settled: the active segment goes
+        assert wal.bytes_on_disk == 0
+        assert wal.append(big) == seq + 1
+
+
+def test_a_failed_write_raises_storage_error_naming_the_file_and_appends_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from datalogger.exceptions import StorageError
+
+    with WriteAheadLog(tmp_path, "t", fsync="always") as wal:
+        wal.append(chunk(1))
+        real = os.fsync
+
+        def full(fd: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "fsync", full)
+        with pytest.raises(StorageError) as raised:
+            wal.append_many([chunk(2), chunk(3)])
+        assert "No space left on device (ENOSPC)" in str(raised.value)
+        assert str(wal.segments[-1]) in str(raised.value)
+        monkeypatch.setattr(os, "fsync", real)
+        assert wal.append(chunk(2)) == 2
+        assert [seq for seq, _rows in wal.read_from(0)] == [1, 2]

@@ -6,6 +6,11 @@ first. Chunks arrive as :class:`DeliverChunk`; each ends in exactly one
 rows were written to the dead-letter store. Between attempts a failed chunk
 waits on a ``wakeupAfter`` timer, never a sleep, and later chunks go on.
 
+A group the destination rejects with a permanent error is isolated row by row
+(:class:`~datalogger.isolation.RowIsolation`): its parts are sent one attempt
+per message, the good rows are delivered and only the rows that fail on their
+own are dead-lettered, each with its own error.
+
 With ``send_async`` every attempt runs in its own short-lived SendActor.
 """
 
@@ -26,6 +31,7 @@ from ..batcher import Batcher
 from ..config import DestinationSpec
 from ..deadletters import DeadLetterStore
 from ..delivery import Attempt, DestinationHost, describe
+from ..isolation import RowIsolation
 from ..messages import (
     AttemptFailed,
     ChunkSettled,
@@ -55,10 +61,30 @@ class Job:
 
     id: int
     seqs: tuple[int, ...]
-    rows: list[dict[str, Any]]
+    rows: list[Any]
     attempt: int = 0
+    """Attempts of what is sent now: the whole group, or the part being isolated."""
     first_at: float = 0.0
     started: float = 0.0
+    """``time.monotonic()`` of the first attempt of what is sent now (for the retry policy)."""
+    began: float = 0.0
+    """``time.monotonic()`` of the very first attempt (for the latency)."""
+    attempts: int = 0
+    """Attempts in all, parts included."""
+    isolation: RowIsolation | None = None
+    """Set once the group failed permanently: which rows fail on their own."""
+    part: list[int] | None = None
+    """While isolating: the indices of the rows sent now."""
+    error: BaseException | None = None
+    """The last error (passed to ``on_error``)."""
+    told: bool = False
+    """``on_error`` was called (a dead letter written again does not call it again)."""
+
+    def sending(self) -> list[Any]:
+        """The rows of the next attempt."""
+        if self.part is None:
+            return self.rows
+        return [self.rows[index] for index in self.part]
 
 
 class DestinationWorker(ActorTypeDispatcher):
@@ -169,7 +195,7 @@ class DestinationWorker(ActorTypeDispatcher):
             return
         job = self.queue.popleft()
         self._begin(job)
-        attempt = self.host.send(job.rows)
+        attempt = self.host.send(job.sending())
         if not attempt.ok and not attempt.permanent:
             self.host.restart()
         self._outcome(job, attempt)
@@ -177,9 +203,12 @@ class DestinationWorker(ActorTypeDispatcher):
 
     def _begin(self, job: Job) -> None:
         job.attempt += 1
+        job.attempts += 1
         if job.attempt == 1:
-            job.first_at = time.time()
             job.started = time.monotonic()
+        if job.attempts == 1:
+            job.first_at = time.time()
+            job.began = job.started
 
     # ------------------------------------------------------------------ async sends
     def _spawn(self, job: Job) -> None:
@@ -187,7 +216,7 @@ class DestinationWorker(ActorTypeDispatcher):
         self._begin(job)
         address = self.createActor(SendActor)
         self.senders[job.id] = (address, job)
-        self.send(address, SendChunk(self.spec, self.topic, job.id, job.rows))
+        self.send(address, SendChunk(self.spec, self.topic, job.id, job.sending()))
 
     def receiveMsg_SendOutcome(self, message: SendOutcome, sender: Any) -> None:
         """A SendActor reports its attempt."""
@@ -208,7 +237,9 @@ class DestinationWorker(ActorTypeDispatcher):
                 result=message.result,
                 error=error,
                 permanent=message.permanent,
-                bad_rows=message.bad_rows,
+                bad=message.bad,
+                unsure=message.unsure,
+                isolate=message.isolate,
             ),
         )
         self._pump()
@@ -224,14 +255,26 @@ class DestinationWorker(ActorTypeDispatcher):
     # ------------------------------------------------------------------ outcomes
     def _outcome(self, job: Job, attempt: Attempt) -> None:
         assert self.host is not None and self.policy is not None and self.spec is not None
+        sent = job.sending()
         if attempt.ok:
-            problem = self.host.on_success(attempt.result, job.rows)
-            self._settle(job, delivered=len(job.rows), dead=0, error=problem)
+            problem = self.host.on_success(attempt.result, sent)
+            if job.isolation is None:
+                self._settle(job, delivered=len(job.rows), dead=0, error=problem)
+                return
+            job.isolation.record(attempt)
+            self._isolate(job)
             return
         error = attempt.error or RuntimeError("unknown failure")
+        job.error = error
+        if not attempt.permanent and not self.policy.retryable(error):
+            attempt = attrs.evolve(attempt, permanent=True)  # the policy says: not transient
         if attempt.permanent:
-            bad = attempt.bad_rows if attempt.bad_rows is not None else job.rows
-            self._give_up(job, error, bad)
+            if job.isolation is None:
+                job.isolation = RowIsolation(len(job.rows))
+                job.isolation.start(attempt)
+            else:
+                job.isolation.record(attempt)
+            self._isolate(job)
             return
         decision = self.policy.decide(job.attempt, error, job.started)
         if decision.retry:
@@ -244,31 +287,70 @@ class DestinationWorker(ActorTypeDispatcher):
                 ),
             )
             return
-        self._give_up(job, error, job.rows)
+        if job.isolation is None:  # a transient error that outlived its retries: all rows
+            self._give_up(job, dict.fromkeys(range(len(job.rows)), describe(error)), error)
+            return
+        job.isolation.abandon(describe(error))
+        self._isolate(job)
 
-    def _give_up(self, job: Job, error: BaseException, bad: list[dict[str, Any]]) -> None:
+    def _isolate(self, job: Job) -> None:
+        """Queue the next part of an isolating job first, or settle it when every row is judged."""
+        assert job.isolation is not None
+        part = job.isolation.next_part()
+        if part is not None:
+            job.part = part
+            job.attempt = 0
+            self.queue.appendleft(job)
+            return
+        job.part = None
+        dead = job.isolation.dead
+        if not dead:
+            self._settle(job, delivered=len(job.rows), dead=0, error=None)
+            return
+        self._give_up(job, dead, job.error or _summary([dead[index] for index in sorted(dead)]))
+
+    def _give_up(self, job: Job, dead: dict[int, str], error: BaseException | str) -> None:
+        """Dead-letter the rows ``dead`` names (index -> reason); the others were delivered."""
         assert self.host is not None and self.spec is not None and self.dead_letters is not None
-        self.host.on_error(error, bad)
-        reason = describe(error)
+        indices = sorted(dead)
+        bad = [job.rows[index] for index in indices]
+        errors = [dead[index] for index in indices]
+        if not job.told:
+            job.told = True
+            self.host.on_error(error, bad)
+        reason = _summary(errors)
         try:
             self.dead_letters.add(
-                self.topic, self.spec.name, bad, reason, job.attempt, job.first_at, time.time()
+                self.topic,
+                self.spec.name,
+                bad,
+                reason,
+                job.attempts,
+                job.first_at,
+                time.time(),
+                errors=errors,
             )
         except Exception as exc:
             log.error(
                 "cannot write dead letter for %s/%s: %s", self.topic, self.spec.name, describe(exc)
             )
+            # Keep the verdicts: only the writing of the letter is tried again.
+            if job.isolation is None:
+                job.isolation = RowIsolation(len(job.rows))
+                job.isolation.dead.update(dead)
+                job.isolation.delivered.extend(i for i in range(len(job.rows)) if i not in dead)
+            job.part = None
             self.waiting[job.id] = job
-            self.wakeupAfter(timedelta(seconds=5), ("retry", job.id))
+            self.wakeupAfter(timedelta(seconds=5), ("letter", job.id))
             return
         self._settle(job, delivered=len(job.rows) - len(bad), dead=len(bad), error=reason)
 
     def _settle(self, job: Job, delivered: int, dead: int, error: str | None) -> None:
         assert self.spec is not None
-        latency = time.monotonic() - job.started if job.started else 0.0
+        latency = time.monotonic() - job.began if job.began else 0.0
         self.send(
             self.supervisor,
-            ChunkSettled(self.spec.name, job.seqs, delivered, dead, job.attempt, latency, error),
+            ChunkSettled(self.spec.name, job.seqs, delivered, dead, job.attempts, latency, error),
         )
 
     # ------------------------------------------------------------------ timers
@@ -281,6 +363,11 @@ class DestinationWorker(ActorTypeDispatcher):
             job = self.waiting.pop(value, None)
             if job is not None:
                 self.queue.appendleft(job)
+                self._pump()
+        elif kind == "letter":
+            job = self.waiting.pop(value, None)
+            if job is not None and job.isolation is not None:
+                self._isolate(job)  # every row is judged: this writes the letter again
                 self._pump()
         elif kind == "flush" and self.batcher is not None:
             batch = self.batcher.due(value)
@@ -317,3 +404,12 @@ class DestinationWorker(ActorTypeDispatcher):
     def receiveUnrecognizedMessage(self, message: Any, sender: Any) -> None:
         """Anything else is logged, never fatal."""
         log.warning("DestinationWorker ignored %r", type(message).__name__)
+
+
+def _summary(errors: list[str]) -> str:
+    """One reason for a dead letter: the first row's error, and how many rows had others."""
+    first = errors[0] if errors else "rejected"
+    others = sum(1 for error in errors if error != first)
+    if others:
+        return f"{first} (and {others} rows with other errors)"
+    return first

@@ -68,9 +68,10 @@ from ..messages import (
     WatermarksReply,
     WatermarksRequest,
 )
+from ..names import topic_from_dir
 from ..placement import Member
 from ..pubsub import PUBSUB_NAME
-from ..validation import TOPIC_PATTERN, normalize_rows, validate_topic
+from ..validation import normalize_data, require_rows, validate_topic
 from ..wal import WriteAheadLog
 from .cluster_registry import ClusterRegistry
 from .process_status import ProcessStatus
@@ -319,9 +320,10 @@ class RootSupervisor(ActorTypeDispatcher):
         wal_root = os.path.join(config.data_dir, "wal")
         if not os.path.isdir(wal_root):
             return behind
-        for topic in os.listdir(wal_root):
-            specs = config.destinations_for(topic) if TOPIC_PATTERN.match(topic) else ()
-            if not specs:
+        for name in os.listdir(wal_root):
+            topic = topic_from_dir(os.path.join(wal_root, name))
+            specs = config.destinations_for(topic) if topic is not None else ()
+            if topic is None or not specs:
                 continue
             try:
                 wal = WriteAheadLog(wal_root, topic, fsync="never")
@@ -352,9 +354,11 @@ class RootSupervisor(ActorTypeDispatcher):
             if self.shutting_down:
                 raise DataLoggerError("the node is shutting down")
             topic = validate_topic(message.topic)
-            rows = normalize_rows(message.data)
+            rows = normalize_data(message.data)
             if not self.config.destinations_for(topic):
                 raise InvalidTopic(f"no destination takes topic {topic!r} (check the prefixes)")
+            if self.config.rows_only(topic):
+                require_rows(rows, topic)
         except DataLoggerError as exc:
             self.rejected += 1
             self.last_rejection = str(exc)
@@ -409,10 +413,14 @@ class RootSupervisor(ActorTypeDispatcher):
         if gather is None:
             return
         if gather.kind == "stats":
-            self.send(gather.reply_to, StatsReply(self._stats(gather.results), gather.ref))
+            stats = self._stats(gather.results)
+            stats["unanswered"] = sorted(gather.waiting)
+            self.send(gather.reply_to, StatsReply(stats, gather.ref))
         elif gather.kind == "flush":
             pending = {topic: 1 for topic in gather.waiting}
-            self.send(gather.reply_to, FlushReply(not gather.waiting, pending, gather.ref))
+            broken = {t: str(error) for t, error in gather.results.items() if isinstance(error, str)}
+            done = not gather.waiting and not broken
+            self.send(gather.reply_to, FlushReply(done, pending, gather.ref, broken))
         elif gather.kind == "shutdown-flush":
             self._gather("shutdown-spill", gather.reply_to, gather.ref, 5.0, TopicSpillRequest)
         elif gather.kind == "shutdown-spill":
@@ -501,8 +509,8 @@ class RootSupervisor(ActorTypeDispatcher):
         )
 
     def receiveMsg_TopicFlushed(self, message: TopicFlushed, sender: Any) -> None:
-        """One topic has settled."""
-        self._arrived(message.token, message.topic, True)
+        """One topic has settled (or cannot: ``message.error`` says why)."""
+        self._arrived(message.token, message.topic, message.error or True)
 
     def receiveMsg_ShutdownRequest(self, message: ShutdownRequest, sender: Any) -> None:
         """Flush within the timeout, then spill what is left to disk."""

@@ -40,7 +40,9 @@ class SendActor(ActorTypeDispatcher):
                 error=picklable(error) if error is not None else None,
                 error_type=type(error).__name__ if error is not None else None,
                 permanent=attempt.permanent,
-                bad_rows=attempt.bad_rows,
+                bad=attempt.bad,
+                unsure=attempt.unsure,
+                isolate=attempt.isolate,
             )
         finally:
             host.close()

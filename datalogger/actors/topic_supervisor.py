@@ -13,6 +13,12 @@ Created by the RootSupervisor the first time a topic is logged. It
   is past;
 - on start, replays from the log every chunk a destination had not settled,
   in order, before any new chunk.
+
+When the log cannot be opened (a read-only or full disk, a missing
+permission) the supervisor does not wedge: it answers every chunk with
+:class:`LogRejected` (``StorageError`` and the reason), answers flushes with
+the reason and shows it in ``stats()`` as ``wal_error``, and tries to open the
+log again on every chunk and on a timer, until it works.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExi
 
 from ..config import Config
 from ..delivery import describe
+from ..exceptions import InvalidData, StorageError
 from ..lane import Lane
 from ..messages import (
     AttemptFailed,
@@ -59,8 +66,11 @@ from ..messages import (
     WatermarksRequest,
     WorkerFlush,
 )
+from ..names import file_name
 from ..placement import Member, owner_for
 from ..spill import SpillQueue
+from ..stamps import UNIT_NS, LogClock, stamp_rows
+from ..validation import require_rows
 from ..wal import WriteAheadLog
 from .destination_worker import DestinationWorker
 
@@ -76,10 +86,10 @@ MERGE_ROWS = 10_000
 """Most rows merged into one hand-over to a worker (a single chunk may be larger)."""
 STATUS_EVERY = 0.2
 """Seconds between reports to ProcessStatus (and log clean-ups) while chunks settle."""
-START_RETRY = 2.0
-"""Seconds between attempts to start a topic whose write-ahead log could not be opened."""
 RECOVERY_WAIT = 10.0
 """Seconds to wait for ProcessStatus at start before replaying the whole log."""
+WAL_RETRY_MAX = 30.0
+"""Longest wait between two tries to open a write-ahead log that could not be opened."""
 
 
 def entity(topic: str, destination: str) -> str:
@@ -122,52 +132,109 @@ class TopicSupervisor(ActorTypeDispatcher):
         self.members: tuple[Member, ...] | None = None
         self.owners: dict[str, str | None] = {}
         self.root: Any = None
-        self.start_error: str | None = None
-        self.pending_start: StartTopic | None = None
+        self.wal_error: str | None = None
+        """Why the write-ahead log cannot be opened (None once it is open)."""
+        self.wal_tries = 0
+        self.rows_only = True
+        self.clock: LogClock | None = None
+        """Log times for chunks, when a destination wants rows stamped (``log_time``)."""
 
     # ------------------------------------------------------------------ setup
     def receiveMsg_StartTopic(self, message: StartTopic, sender: Any) -> None:
-        """Open the log, start a worker per destination, ask where each one stopped.
+        """Start a worker per destination, open the log, ask where each one stopped.
 
-        All or nothing: when the log cannot be opened (the disk is read-only,
-        full, not ours), nothing is taken up, chunks are refused with the
-        reason, and the start is tried again every :data:`START_RETRY`
-        seconds. A second StartTopic (or Thespian's retry) changes nothing.
+        A second StartTopic (or Thespian's retry of this one) changes nothing.
+        When the log cannot be opened (the disk is read-only, full, not ours),
+        the topic stays up: chunks are refused with a ``StorageError`` naming the
+        reason, and the log is opened again on the next chunk and on a timer,
+        so the topic heals by itself once the fault is gone.
         """
-        if self.wal is not None:
+        if self.config is not None:
             return
-        config: Config = message.config
-        fsync = "never" if config.wal.fsync == "always" else config.wal.fsync
         try:
-            wal = WriteAheadLog(
-                os.path.join(config.data_dir, "wal"),
-                message.topic,
-                fsync=fsync,  # type: ignore[arg-type]
-                segment_bytes=config.wal.segment_bytes,
-                fsync_interval=config.wal.fsync_interval,
-            )
-        except Exception as exc:
-            self.topic, self.root, self.pending_start = message.topic, sender, message
-            reason = f"topic {message.topic}: the write-ahead log cannot be opened: {describe(exc)}"
-            if reason != self.start_error:
-                log.error("%s; trying again every %gs", reason, START_RETRY)
-            self.start_error = reason
-            self.wakeupAfter(timedelta(seconds=START_RETRY), ("start", 0))
-            return
-        self.start_error, self.pending_start = None, None
+            self._take_up(message, sender)
+        except BaseException:
+            # Leave the actor as it was, so Thespian's retry of the message starts afresh.
+            for address in self.workers.values():
+                self.send(address, ActorExitRequest())
+            self.workers.clear()
+            self.lanes.clear()
+            self.restarts.clear()
+            self.config = None
+            raise
+
+    def _take_up(self, message: StartTopic, sender: Any) -> None:
         self.topic = message.topic
+        config: Config = message.config
         self.config = config
         self.process_status = message.process_status
         self.members = message.members
         self.root = sender
-        self.wal = wal
-        for spec in config.destinations_for(message.topic):
-            directory = os.path.join(config.data_dir, "spill", spec.name, message.topic)
+        specs = config.destinations_for(message.topic)
+        self.rows_only = any(spec.rows_only for spec in specs)
+        units = [UNIT_NS[spec.log_time[1]] for spec in specs if spec.log_time is not None]
+        self.clock = LogClock(max(units)) if units else None
+        for spec in specs:
+            directory = os.path.join(
+                config.data_dir, "spill", file_name(spec.name), file_name(message.topic)
+            )
             # The log holds every unsettled chunk: spill files of an earlier run are redundant.
             shutil.rmtree(directory, ignore_errors=True)
             self.lanes[spec.name] = Lane(spec, functools.partial(SpillQueue, directory))
             self.restarts[spec.name] = deque()
             self._start_worker(spec.name)
+        if self._open_wal():
+            self._begin_recovery()
+        else:
+            self._retry_wal_later()
+
+    def _open_wal(self) -> bool:
+        """Open the write-ahead log; on failure remember why (``wal_error``) and return False."""
+        if self.wal is not None:
+            return True
+        assert self.config is not None
+        config = self.config
+        fsync = "never" if config.wal.fsync == "always" else config.wal.fsync
+        try:
+            self.wal = WriteAheadLog(
+                os.path.join(config.data_dir, "wal"),
+                self.topic,
+                fsync=fsync,  # type: ignore[arg-type]
+                segment_bytes=config.wal.segment_bytes,
+                fsync_interval=config.wal.fsync_interval,
+            )
+        except Exception as exc:
+            error = str(exc) if isinstance(exc, StorageError) else describe(exc)
+            if error != self.wal_error:
+                log.error("topic %s: cannot open its write-ahead log: %s", self.topic, error)
+            self.wal_error = error
+            for lane in self.lanes.values():
+                lane.counters.error(f"write-ahead log: {error}")
+            return False
+        if self.wal_error is not None:
+            log.warning("topic %s: write-ahead log open again", self.topic)
+            for lane in self.lanes.values():
+                if (lane.counters.last_error or "").startswith("write-ahead log"):
+                    lane.counters.failing_since = None  # that failure is over
+        self.wal_error = None
+        self.wal_tries = 0
+        if self.clock is not None and self.wal.last_logged is not None:
+            self.clock.restore(*self.wal.last_logged)
+        return True
+
+    def _lane_rows(self, name: str, rows: list[Any], logged_ns: int) -> list[Any]:
+        """The rows as the destination ``name`` gets them: stamped with the log time if it asks."""
+        wanted = self.lanes[name].spec.log_time
+        if wanted is None:
+            return rows
+        return stamp_rows(rows, wanted[0], wanted[1], logged_ns)
+
+    def _retry_wal_later(self) -> None:
+        delay = min(WAL_RETRY_MAX, 2.0**self.wal_tries)
+        self.wal_tries += 1
+        self.wakeupAfter(timedelta(seconds=delay), ("wal-open", self.wal_tries))
+
+    def _begin_recovery(self) -> None:
         if self.process_status is None:
             self._recover({})
         else:
@@ -177,7 +244,7 @@ class TopicSupervisor(ActorTypeDispatcher):
 
     def receiveMsg_WatermarksReply(self, message: WatermarksReply, sender: Any) -> None:
         """Where each destination stopped: replay the rest of the log."""
-        if self.recovering:
+        if self.recovering and self.wal is not None:
             self._recover(message.items)
 
     def _recover(self, items: dict[str, int]) -> None:
@@ -194,11 +261,12 @@ class TopicSupervisor(ActorTypeDispatcher):
             self.reported[name] = mark
         replayed = 0
         if self.lanes and last > min(marks.values()):
-            for seq, rows in self.wal.read_from(min(marks.values())):
+            for seq, logged_ns, rows in self.wal.chunks_from(min(marks.values())):
                 for name, lane in self.lanes.items():
                     if seq > marks[name]:
                         lane.counters.add("replayed", len(rows))
-                        self._hand_over(name, lane.offer(seq, rows))
+                        stamped = self._lane_rows(name, rows, logged_ns)
+                        self._hand_over(name, lane.offer(seq, stamped))
                 replayed += 1
         if replayed:
             log.warning("topic %s: replaying %d chunks from the write-ahead log", self.topic, replayed)
@@ -271,7 +339,7 @@ class TopicSupervisor(ActorTypeDispatcher):
         window = 1 << 30 if spec.buffer is not None else (spec.max_in_flight if spec.send_async else 1)
         if len(lane.handed_groups) >= window:
             return  # the worker is busy: its ChunkSettled or AttemptFailed pushes again
-        if not now:
+        if not now and not self.flush_waiters:  # a flush waits: no lingering until answered
             wait = lane.linger_left(time.monotonic(), MERGE_ROWS)
             if wait > 0:
                 if name not in self.linger_timers:
@@ -294,15 +362,22 @@ class TopicSupervisor(ActorTypeDispatcher):
         if self.exiting:
             self.send(sender, LogRejected("NotRunning", "the node is shutting down", message.ref))
             return
-        self.receiveMsg_TopicChunk(TopicChunk(self.topic, message.rows, sender, message.ref), sender)
+        chunk = TopicChunk(self.topic, message.rows, sender, message.ref)
+        if self.rows_only:  # a client without the configuration checked only the values
+            try:
+                require_rows(message.rows, self.topic)
+            except InvalidData as exc:
+                self._reject(chunk, "InvalidData", str(exc))
+                return
+        self.receiveMsg_TopicChunk(chunk, sender)
 
     def receiveMsg_TopicChunk(self, message: TopicChunk, sender: Any) -> None:
         """Log a chunk and hand it to every lane, or hold it under ``block``."""
-        if self.wal is None:  # the start failed: refuse, with the reason
-            if message.reply_to is not None:
-                reason = self.start_error or f"topic {message.topic} is not started"
-                self.send(message.reply_to, LogRejected("DataLoggerError", reason, message.ref))
-            return
+        if self.wal is None:
+            if not self._open_wal():
+                self._reject(message, "StorageError", self.wal_error or "write-ahead log unavailable")
+                return
+            self._begin_recovery()
         if self.recovering:
             self.held.append(message)
         elif self.blocked or not self._room_for(len(message.rows)):
@@ -313,17 +388,25 @@ class TopicSupervisor(ActorTypeDispatcher):
     def _room_for(self, rows: int) -> bool:
         return all(lane.has_room(rows) for lane in self.lanes.values() if lane.spec.overflow == "block")
 
+    def _reject(self, message: TopicChunk, error: str, text: str) -> None:
+        if message.reply_to is not None:
+            self.send(message.reply_to, LogRejected(error, text, message.ref))
+        else:
+            log.warning("topic %s: a chunk without reply address rejected: %s", self.topic, text)
+
     def _admit(self, message: TopicChunk) -> None:
         assert self.wal is not None and self.config is not None
+        logged_ns = self.clock.take(len(message.rows)) if self.clock is not None else time.time_ns()
         try:
-            seq = self.wal.append(message.rows)
+            seq = self._append(message.rows, logged_ns)
+        except StorageError as exc:
+            log.error("topic %s: %s", self.topic, exc)
+            self._reject(message, "StorageError", str(exc))
+            return
         except Exception as exc:
-            log.error("topic %s: write-ahead log append failed: %s", self.topic, exc)
-            if message.reply_to is not None:
-                self.send(
-                    message.reply_to,
-                    LogRejected("DataLoggerError", f"write-ahead log: {exc}", message.ref),
-                )
+            log.error("topic %s: write-ahead log append failed: %s", self.topic, describe(exc))
+            name = type(exc).__name__ if type(exc).__name__ == "InvalidData" else "DataLoggerError"
+            self._reject(message, name, f"write-ahead log: {describe(exc)}")
             return
         policy = self.config.wal.fsync
         reply = LogAccepted(self.topic, seq, message.ref, self.myAddress)
@@ -337,17 +420,36 @@ class TopicSupervisor(ActorTypeDispatcher):
             # Answer before handing the chunk on: the caller waits on this send only.
             self.send(message.reply_to, reply)
         for name, lane in self.lanes.items():
-            self._hand_over(name, lane.offer(seq, message.rows))
+            self._hand_over(name, lane.offer(seq, self._lane_rows(name, message.rows, logged_ns)))
         if policy == "interval" and not self.wal_timer:
             self.wal_timer = True
             self.wakeupAfter(timedelta(seconds=self.config.wal.fsync_interval), ("wal", 0))
+
+    def _append(self, rows: list[Any], logged_ns: int) -> int:
+        """Append to the log; when that fails, free the settled segments and try once more."""
+        assert self.wal is not None
+        try:
+            return self.wal.append(rows, logged_ns)
+        except StorageError:
+            before = self.wal.bytes_on_disk
+            self._report_status()  # deletes what every destination has settled
+            if self.wal.bytes_on_disk >= before:
+                raise
+            return self.wal.append(rows, logged_ns)
 
     def receiveMsg_WalSync(self, message: WalSync, sender: Any) -> None:
         """Group commit: one fsync for every chunk appended since the last one."""
         assert self.wal is not None
         self.wal_sync_pending = False
-        self.wal.sync(force=True)
         replies, self.unsynced_replies = self.unsynced_replies, []
+        try:
+            self.wal.sync(force=True)
+        except StorageError as exc:
+            log.error("topic %s: %s", self.topic, exc)
+            text = f"{exc} (the chunk may still be delivered, but it is not safe on disk)"
+            for reply_to, reply in replies:
+                self.send(reply_to, LogRejected("StorageError", text, reply.ref))
+            return
         for reply_to, reply in replies:
             self.send(reply_to, reply)
 
@@ -457,8 +559,12 @@ class TopicSupervisor(ActorTypeDispatcher):
                 self._push(value, now=True)
         elif kind == "wal":
             self.wal_timer = False
-            if self.wal is not None:
-                self.wal.sync()
+            self._sync_wal()
+        elif kind == "wal-open" and value == self.wal_tries and self.wal is None:
+            if self._open_wal():
+                self._begin_recovery()
+            else:
+                self._retry_wal_later()
         elif kind == "status":
             self.status_timer = False
             self._report_status()
@@ -469,8 +575,14 @@ class TopicSupervisor(ActorTypeDispatcher):
             self._recover({})
         elif kind == "blocked":
             self._unblock_expired(value)
-        elif kind == "start" and self.wal is None and self.pending_start is not None:
-            self.receiveMsg_StartTopic(self.pending_start, self.root)
+
+    def _sync_wal(self, force: bool = False) -> None:
+        if self.wal is None:
+            return
+        try:
+            self.wal.sync(force=force)
+        except StorageError as exc:
+            log.error("topic %s: %s", self.topic, exc)
 
     def _unblock_expired(self, blocked_id: int) -> None:
         for entry in list(self.blocked):
@@ -491,14 +603,18 @@ class TopicSupervisor(ActorTypeDispatcher):
     # ------------------------------------------------------------------ queries
     def receiveMsg_TopicStatsRequest(self, message: TopicStatsRequest, sender: Any) -> None:
         """Report the counters of every lane."""
-        wal_bytes = self.wal.bytes_on_disk if self.wal is not None else 0
         logged = self.wal.last_seq if self.wal is not None else max(
             (lane.max_seq for lane in self.lanes.values()), default=0
         )
+        wal = {
+            "wal_bytes": self.wal.bytes_on_disk if self.wal is not None else 0,
+            "wal_corrupt_records": self.wal.corrupt_records if self.wal is not None else 0,
+            "wal_error": self.wal_error,
+        }
         stats = {
             name: {
                 **lane.snapshot(),
-                "wal_bytes": wal_bytes,
+                **wal,
                 "logged_seq": logged,
                 "settled_seq": lane.watermark(),
             }
@@ -513,7 +629,10 @@ class TopicSupervisor(ActorTypeDispatcher):
         if message.urgent:
             for address in self.workers.values():
                 self.send(address, WorkerFlush())
-        last = self.wal.last_seq if self.wal is not None else 0
+        if self.wal is None:  # unsettled chunks may wait in a log that cannot be read
+            self.send(sender, TopicFlushed(message.token, self.topic, self.wal_error))
+            return
+        last = self.wal.last_seq
         self.flush_waiters.append((message.token, last, sender))
         self._answer_flushes()
 
@@ -533,8 +652,7 @@ class TopicSupervisor(ActorTypeDispatcher):
     def receiveMsg_TopicSpillRequest(self, message: TopicSpillRequest, sender: Any) -> None:
         """Shutdown: sync the log, stop the workers, report what is left for the next start."""
         self.exiting = True
-        if self.wal is not None:
-            self.wal.sync(force=True)
+        self._sync_wal(force=True)
         for reply_to, reply in self.unsynced_replies:
             self.send(reply_to, reply)
         self.unsynced_replies = []

@@ -23,6 +23,9 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 
+from ..delivery import Attempt
+from ..isolation import deliver_isolating
+from ._values import json_default
 from .base import Rows
 
 __all__ = [
@@ -37,8 +40,20 @@ __all__ = [
     "stage_name",
 ]
 
-#: Errors caused by the rows themselves: the rows are isolated and rejected.
-ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError, pg_errors.DatatypeMismatch)
+#: Errors caused by the rows themselves: the rows are isolated and rejected. Besides
+#: bad values and constraints, what a trigger or function raises for a row
+#: (``RAISE EXCEPTION``, ``ASSERT``: SQLSTATE class P0, and 09000).
+ROW_ERRORS = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    pg_errors.DatatypeMismatch,
+    pg_errors.PlpgsqlError,
+    pg_errors.RaiseException,
+    pg_errors.NoDataFound,
+    pg_errors.TooManyRows,
+    pg_errors.AssertFailure,
+    pg_errors.TriggeredActionException,
+)
 
 
 @attrs.define
@@ -47,11 +62,15 @@ class Report:
 
     written: int = 0
     bad: list[Any] = attrs.field(factory=list)
+    reasons: list[str] = attrs.field(factory=list)
+    """The reason of each of ``bad``."""
     reason: str | None = None
+    """The first reason (for the error message)."""
 
     def reject(self, row: Any, reason: str) -> None:
-        """Record ``row`` as bad; the first reason is kept for the error message."""
+        """Record ``row`` as bad, with its reason."""
         self.bad.append(row)
+        self.reasons.append(reason)
         if self.reason is None:
             self.reason = reason
 
@@ -178,29 +197,32 @@ def adapt(value: Any, sql_type: str) -> Any:
 
 
 def _json_dumps(value: Any) -> str:
-    return json.dumps(value, default=str)
+    return json.dumps(value, default=json_default)
 
 
 def isolate(
     conn: psycopg.Connection[Any], write: Callable[[Rows], int], rows: Rows, report: Report
 ) -> int:
-    """Write ``rows`` in a savepoint; on a data error split them in two and recurse.
+    """Write ``rows`` in a savepoint; on a data error, find the failing rows by bisection.
 
-    A row that fails alone is recorded in ``report`` as bad. Returns the number
-    of rows written.
+    The parts are tried as :mod:`datalogger.isolation` tries them (largest
+    first, within the same budget), each in a savepoint of the caller's
+    transaction. A row that fails alone is recorded in ``report`` with its
+    error. Returns the number of rows written.
     """
-    try:
-        with conn.transaction():
-            return write(rows)
-    except ROW_ERRORS as exc:
-        if len(rows) == 1:
-            report.reject(rows[0], str(exc))
-            return 0
-    except psycopg.ProgrammingError as exc:
-        if exc.sqlstate is not None:  # from the server: not about one value
-            raise
-        if len(rows) == 1:  # "cannot adapt type": a value psycopg cannot send
-            report.reject(rows[0], str(exc))
-            return 0
-    half = len(rows) // 2
-    return isolate(conn, write, rows[:half], report) + isolate(conn, write, rows[half:], report)
+
+    def attempt(part: Rows) -> Attempt:
+        try:
+            with conn.transaction():
+                return Attempt(ok=True, result=write(part))
+        except ROW_ERRORS as exc:
+            return Attempt(ok=False, error=exc, permanent=True)
+        except psycopg.ProgrammingError as exc:
+            if exc.sqlstate is not None:  # from the server: not about one value
+                raise
+            return Attempt(ok=False, error=exc, permanent=True)  # "cannot adapt type"
+
+    outcome = deliver_isolating(attempt, rows)
+    for index in sorted(outcome.dead):
+        report.reject(rows[index], outcome.dead[index])
+    return sum(outcome.results)

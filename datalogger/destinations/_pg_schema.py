@@ -20,7 +20,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ..exceptions import ConfigError, PermanentError
+from ..exceptions import ConfigError
+from ..names import sql_identifier
 
 __all__ = [
     "IDENTIFIER",
@@ -48,16 +49,15 @@ _URI_PARAM = re.compile(r"(?P<head>[?&]password=)[^&#]*", re.IGNORECASE)
 _KEYWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|\S+)")
 _MASK = "***"
 
-#: What a schema or table name must look like once the topic is filled in.
+#: What the fixed part of a schema or table template may hold (besides ``{topic}``).
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_TEMPLATE_TEXT = re.compile(r"[A-Za-z0-9_]*")
 
 #: PostgreSQL's NAMEDATALEN - 1: longer names are silently truncated by the server.
 _MAX_NAME_BYTES = 63
 
-_TOPIC_MAP = str.maketrans({".": "_", ":": "_", "-": "_"})
-
 #: Python type -> SQL type for inference; order matters (bool before int,
-#: datetime before date).
+#: datetime before date). Naive datetimes and times are told apart below.
 _TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
     (bool, "boolean"),
     (int, "bigint"),
@@ -95,7 +95,7 @@ def mask_dsn(dsn: str) -> str:
 
 
 def _fill(template: str, topic: str) -> str:
-    return template.format(topic=topic.translate(_TOPIC_MAP))
+    return template.format(topic=topic)
 
 
 def check_template(option: str, template: object) -> str:
@@ -103,7 +103,8 @@ def check_template(option: str, template: object) -> str:
 
     Raises:
         ConfigError: it is not a str, uses a field other than ``{topic}``, or
-            (filled with a sample topic) is not a valid identifier.
+            holds other characters than letters, digits and ``_`` (or, filled
+            with a sample topic, is not a valid identifier of at most 63 bytes).
     """
     if not isinstance(template, str):
         raise ConfigError(f"{option} must be a str, not {type(template).__name__}")
@@ -113,29 +114,25 @@ def check_template(option: str, template: object) -> str:
         raise ConfigError(
             f"{option} {template!r} may only contain the placeholder {{topic}}: {exc!r}"
         ) from exc
-    if not IDENTIFIER.fullmatch(sample):
+    fixed = template.replace("{topic}", "")
+    if not _TEMPLATE_TEXT.fullmatch(fixed) or not IDENTIFIER.fullmatch(sample):
         raise ConfigError(
-            f"{option} {template!r} does not give a valid identifier "
-            f"(letters, digits and _, not starting with a digit, at most 63): {sample!r}"
+            f"{option} {template!r}: besides {{topic}} it may hold letters, digits and _ "
+            f"and must give an identifier of at most 63 characters (it gives {sample!r})"
         )
     return template
 
 
 def target_name(option: str, template: str, topic: str) -> str:
-    """The schema or table name for ``topic``: ``.``, ``:`` and ``-`` become ``_``.
+    """The schema or table name for ``topic``: the template with the topic as it is.
 
-    Raises:
-        PermanentError: the result is not a valid identifier; such a topic can
-            never be stored by this destination.
+    The name is always quoted, so every topic character is kept (``metrics.cpu``
+    is the table ``"metrics.cpu"``); a name longer than PostgreSQL's 63 bytes
+    is shortened with a hash (:func:`datalogger.names.sql_identifier`), so two
+    long topics never share a table.
     """
-    name = _fill(template, topic)
-    if not IDENTIFIER.fullmatch(name):
-        raise PermanentError(
-            f"topic {topic!r} gives the {option} name {name!r}, which is not a valid "
-            "identifier (letters, digits and _, not starting with a digit, at most 63 "
-            "characters; '.', ':' and '-' in the topic become '_')"
-        )
-    return name
+    del option  # the same rule for schemas and tables
+    return sql_identifier(_fill(template, topic))
 
 
 def column_name_problem(name: object) -> str | None:
@@ -158,6 +155,12 @@ def infer_type(values: Iterable[Any]) -> str:
     counts: Counter[str] = Counter()
     for value in values:
         if value is None:
+            continue
+        if isinstance(value, dt.datetime) and value.tzinfo is None:
+            counts["timestamp"] += 1
+            continue
+        if type(value) is dt.time and value.tzinfo is not None:
+            counts["timetz"] += 1
             continue
         for py_type, sql_type in _TYPES:
             if isinstance(value, py_type):

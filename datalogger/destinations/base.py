@@ -21,7 +21,8 @@ Configure it with ``type = "mypackage.mymodule:Stdout"``.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 __all__ = ["Destination", "Rows"]
 
@@ -34,9 +35,28 @@ class Destination:
 
     Any exception raised by these methods is caught by the worker and reported;
     it never crashes the actor tree. Raise :class:`datalogger.PermanentError`
-    for data that will never be accepted, so it is dead-lettered at once
-    instead of retried.
+    for data that will never be accepted: it is not retried, and the rows at
+    fault are found (by splitting the chunk, unless you name them) and
+    dead-lettered alone.
     """
+
+    #: False (the default): the destination stores rows, and ``log()`` refuses other
+    #: data with ``InvalidData``. True: any value msgpack can serialise (strings,
+    #: numbers, lists...) may be logged to its topics; ``send_data`` gets a list of them.
+    takes_any_data: ClassVar[bool] = False
+
+    @classmethod
+    def log_time(cls, options: Mapping[str, Any]) -> tuple[str, str] | None:
+        """The row key to fill with the time of ``log()`` where a row lacks it, and its unit.
+
+        Called once, with the destination's options, when the configuration is
+        loaded. ``None`` (the default) leaves rows as they were logged. A
+        destination returning ``("time", "ms")`` gets, in every row without a
+        ``time`` (or with ``None``), the time the chunk was logged in whole
+        milliseconds since the epoch, unique per row of a topic (see
+        :mod:`datalogger.stamps`).
+        """
+        return None
 
     def send_data(self, topic: str, data: Rows) -> Any:
         """Deliver one chunk of rows for ``topic``.

@@ -5,6 +5,11 @@ Each row (dict) becomes one point: keys listed in ``tags`` are tags, the
 :mod:`datalogger.lineprotocol` for the encoding rules (None and NaN values are
 skipped, rows that cannot be encoded are rejected as permanent errors).
 
+A row without a time gets the time it was logged, in ``precision`` units and
+unique per row (:meth:`InfluxDBDestination.log_time`, :mod:`datalogger.stamps`),
+so that no two points of one series collapse; ``server_timestamps = true``
+leaves such rows to the server's clock instead.
+
 Modelled on ex_flux's ``ExFlux.Database``: a pool of UDP sockets, batching,
 ``ping``, ``query``, ``post_query`` and ``push`` of single points.
 """
@@ -27,6 +32,7 @@ from ..lineprotocol import (
     normalize_precision,
     to_timestamp,
 )
+from ..stamps import UNIT_NS
 from .base import Destination, Rows
 
 __all__ = ["InfluxDBDestination"]
@@ -71,6 +77,7 @@ class InfluxDBDestination(Destination):
         measurement: str = "{topic}",
         tags: Sequence[str] = (),
         time_key: str | None = "time",
+        server_timestamps: bool = False,
         timeout: float = 10.0,
         url: str | None = None,
         token: str | None = None,
@@ -103,6 +110,8 @@ class InfluxDBDestination(Destination):
         self.max_queue_size, self.flush_interval = max_queue_size, flush_interval
         self.username, self.ssl, self.retention_policy = username, ssl, retention_policy
         self.measurement, self.tags, self.time_key = measurement, list(tags), time_key or None
+        self.server_timestamps = bool(server_timestamps)
+        self._last_stamp = 0
         self.timeout, self.url, self.org, self.bucket = timeout, url, org, bucket
         self._password, self._token = password, token
         self._http: InfluxHTTP | None = None
@@ -124,6 +133,33 @@ class InfluxDBDestination(Destination):
 
     # -- Destination ------------------------------------------------------------
 
+    @classmethod
+    def log_time(cls, options: Mapping[str, Any]) -> tuple[str, str] | None:
+        """``(time_key, precision)``: rows without a time get the time of ``log()``.
+
+        None with ``server_timestamps`` (or no ``time_key``): the server stamps them.
+        """
+        if options.get("server_timestamps") or not options.get("time_key", "time"):
+            return None
+        return str(options.get("time_key", "time")), normalize_precision(
+            str(options.get("precision", "ns"))
+        )
+
+    def _stamp_missing(self, data: Rows) -> Rows:
+        """Rows without a time, sent here directly (not through ``log()``), get one now, unique."""
+        key = self.time_key
+        if key is None or self.server_timestamps:
+            return data
+        missing = [i for i, row in enumerate(data) if isinstance(row, dict) and row.get(key) is None]
+        if not missing:
+            return data
+        first = max(time.time_ns() // UNIT_NS[self.precision], self._last_stamp + 1)
+        self._last_stamp = first + len(missing) - 1
+        stamped = list(data)
+        for offset, index in enumerate(missing):
+            stamped[index] = {**data[index], key: first + offset}
+        return stamped
+
     def send_data(self, topic: str, data: Rows) -> int:
         """Write the rows as points, in requests of ``batch_size`` lines.
 
@@ -136,14 +172,18 @@ class InfluxDBDestination(Destination):
             InfluxUnavailable: the server is unreachable or failing (retried).
         """
         meas = self.measurement.format(topic=topic)
+        stamped = self._stamp_missing(data)
         try:
             lines, good, bad = encode_rows_detailed(
-                data, meas, self.tags, self.time_key, self.precision
+                stamped, meas, self.tags, self.time_key, self.precision
             )
         except LineProtocolError as exc:
             raise PermanentError(f"measurement {meas!r} cannot be written: {exc}") from exc
-        reasons = [self._encode_reason(bad[0], meas)] if bad else []
-        rejected = list(bad)
+        originals = {id(row): data[i] for i, row in enumerate(stamped)}  # report rows as given
+        rejected = [originals[id(row)] for row in bad]
+        reasons = [self._encode_reason(row, meas) for row in bad]
+        unsure: Rows = []
+        refused = "a batch was refused"
         written = 0
         skip = {*self.tags, self.time_key}
         for start in range(0, len(lines), self.batch_size):
@@ -156,17 +196,30 @@ class InfluxDBDestination(Destination):
                 if indices is None:
                     items = [(meas, {k: v for k, v in r.items() if k not in skip}) for r in rows]
                     indices = _conflicting(str(exc), items)
+                if indices is None and len(rows) > 1:
+                    # Refused as a batch, but which lines? The framework tries them again in
+                    # halves (points written twice with the same time are overwritten).
+                    unsure.extend(originals[id(row)] for row in rows)
+                    refused = str(exc)
+                    continue
                 lost = rows if indices is None else [rows[i] for i in indices]
-                rejected.extend(lost)
-                reasons.append(str(exc))
-                written += len(batch) - len(lost)
+                rejected.extend(originals[id(row)] for row in lost)
+                reasons.extend(str(exc) for _ in lost)
+                # A partial write reports one kind of error: points it dropped for another
+                # reason (beyond the retention policy) go unreported. So the rest of the
+                # request is written again (points with the same time are overwritten).
+                named = {id(row) for row in lost}
+                unsure.extend(originals[id(row)] for row in rows if id(row) not in named)
                 continue
             written += len(batch)
-        if rejected:
+        if rejected or unsure:
+            first = reasons[0] if reasons else refused
             raise PermanentError(
-                f"InfluxDB: {len(rejected)} of {len(data)} rows for {topic!r} rejected; "
-                + "; ".join(reasons[:3]),
+                f"InfluxDB: {len(rejected) + len(unsure)} of {len(data)} rows for {topic!r} "
+                f"rejected; {first}",
                 rows=rejected,
+                reasons=reasons,
+                unsure=unsure,
             )
         return written
 

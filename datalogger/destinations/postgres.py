@@ -73,13 +73,15 @@ class PostgresDestination(Destination):
         password: its password (added to ``dsn`` when that has none).
         dbname: the database.
         schema: schema name; may contain ``{topic}``.
-        table: table name; may contain ``{topic}``. Once filled in (with ``.``,
-            ``:`` and ``-`` of the topic mapped to ``_``) both must match
-            ``[A-Za-z_][A-Za-z0-9_]{0,62}``; they are always quoted.
+        table: table name; may contain ``{topic}``. Besides ``{topic}`` both may
+            hold letters, digits and ``_``. The topic is filled in as it is and
+            the name always quoted; a name longer than 63 bytes is shortened
+            with a hash (:mod:`datalogger.names`).
         columns: column name -> SQL type for new tables; ``None`` infers the
             types from the first chunk.
-        auto_create: create missing schemas and tables, and add columns that
-            appear in later rows.
+        auto_create: create missing schemas and tables.
+        auto_migrate: add a column for a key the table lacks; with ``False``
+            such a row is rejected (dead-lettered) with the reason.
         conflict_key: columns of a unique constraint (made with the table);
             rows are inserted with ``ON CONFLICT DO NOTHING`` so a replayed
             chunk adds no duplicate. Rows without these values are rejected.
@@ -104,6 +106,7 @@ class PostgresDestination(Destination):
         table: str = "{topic}",
         columns: Mapping[str, str] | None = None,
         auto_create: bool = True,
+        auto_migrate: bool = True,
         conflict_key: Sequence[str] | None = None,
         connect_timeout: float = 5.0,
         application_name: str | None = None,
@@ -116,6 +119,7 @@ class PostgresDestination(Destination):
         self._table = pg.check_template("table", table)
         self._columns = pg.check_columns(columns)
         self._auto_create = bool(auto_create)
+        self._auto_migrate = bool(auto_migrate)
         self._conflict_key = pg.check_conflict_key(conflict_key, self._columns)
         if not connect_timeout or connect_timeout <= 0:
             raise ConfigError(f"connect_timeout must be > 0 seconds, not {connect_timeout!r}")
@@ -140,9 +144,11 @@ class PostgresDestination(Destination):
             present are not counted).
 
         Raises:
-            PermanentError: the topic gives no valid name, or some rows were
-                rejected (``rows`` lists them; the others were written).
+            PermanentError: some rows were rejected (``rows`` lists them, each
+                with its reason in ``reasons``; the others were written).
             PostgresUnavailable: the server is unreachable; retry later.
+            DataLoggerError: only empty rows and no table yet: retried until a
+                row with keys has created the table.
             ConfigError: the table is missing with ``auto_create`` off, or
                 the server refused the statements (privileges, a bad type).
         """
@@ -166,15 +172,16 @@ class PostgresDestination(Destination):
         if good:
             delivered = self._deliver_retrying(schema, table, good, rows)
             report.written = delivered.written
-            for row in delivered.bad:
-                report.reject(row, delivered.reason or "rejected")
+            for row, why in zip(delivered.bad, delivered.reasons, strict=True):
+                report.reject(row, why)
         if report.bad:
             position = {id(row): index for index, row in enumerate(rows)}
-            report.bad.sort(key=lambda row: position[id(row)])  # in chunk order
+            order = sorted(range(len(report.bad)), key=lambda i: position[id(report.bad[i])])
             reason = self._scrub(report.reason or "rejected")[:1000]
             raise PermanentError(
                 f'{len(report.bad)} of {len(rows)} rows rejected by "{schema}"."{table}": {reason}',
-                rows=None if len(report.bad) == len(rows) else report.bad,
+                rows=[report.bad[i] for i in order],  # in chunk order
+                reasons=[self._scrub(report.reasons[i])[:1000] for i in order],
             )
         return report.written
 
@@ -294,8 +301,9 @@ class PostgresDestination(Destination):
             if not unknown:
                 fitting[keys] = group
                 continue
+            why = "auto_migrate is false" if not self._auto_migrate else "it could not be added"
             for row in group:
-                report.reject(row, f'no column {unknown[0]!r} in "{schema}"."{table}"')
+                report.reject(row, f'no column {unknown[0]!r} in "{schema}"."{table}" ({why})')
         if not fitting:
             return report
         writable = [row for group in fitting.values() for row in group]
@@ -346,6 +354,11 @@ class PostgresDestination(Destination):
                     f'table "{schema}"."{table}" does not exist and auto_create is false'
                 )
             wanted = self._columns or pg.infer_columns(rows, names)
+            if not wanted:  # never a table without columns
+                raise DataLoggerError(
+                    f'table "{schema}"."{table}" does not exist yet: an empty row is stored '
+                    "once a row with keys has created it"
+                )
             try:
                 with conn.transaction():
                     pg.create_schema(conn, schema)
@@ -355,12 +368,17 @@ class PostgresDestination(Destination):
             types = pg.load_columns(conn, schema, table) or dict(wanted)
             log.info('created table "%s"."%s" with columns %s', schema, table, types)
         missing = [name for name in names if name not in types]
-        if missing and self._auto_create:
+        if missing and self._auto_migrate:
             added = pg.infer_columns(rows, missing)
-            with conn.transaction():
-                pg.add_columns(conn, schema, table, added)
-            types = pg.load_columns(conn, schema, table) or {**types, **added}
-            log.info('added columns %s to "%s"."%s"', added, schema, table)
+            try:
+                with conn.transaction():
+                    pg.add_columns(conn, schema, table, added)
+            except pg_errors.InsufficientPrivilege as exc:
+                # The rows with these keys are rejected (with the reason); the others go.
+                log.warning('cannot add columns to "%s"."%s": %s', schema, table, self._scrub(exc))
+            else:
+                types = pg.load_columns(conn, schema, table) or {**types, **added}
+                log.info('added columns %s to "%s"."%s"', added, schema, table)
         self._tables[key] = types
         return types
 

@@ -199,21 +199,26 @@ def test_topic_start_twice_starts_its_workers_once(tmp_path: Path) -> None:
     assert h.actor.wal is wal
 
 
-def test_topic_whose_log_cannot_open_refuses_chunks_and_starts_later(tmp_path: Path) -> None:
+def test_topic_whose_log_cannot_open_refuses_chunks_and_heals(tmp_path: Path) -> None:
     config = node_config(tmp_path)
     wal_dir = Path(config.data_dir) / "wal"
     wal_dir.parent.mkdir(parents=True)
     wal_dir.write_text("a file where the log's directory goes")
     h = Harness(TopicSupervisor)
-    h.deliver(StartTopic("green", config, None, None))
-    assert h.actor.wal is None and h.created("DestinationWorker") == [] and h.poisoned == []
+    start = StartTopic("green", config, None, None)
+    h.deliver(start)
+    h.deliver(start)  # a second start (or Thespian's retry) changes nothing
+    assert h.actor.wal is None and h.poisoned == []
+    assert len(h.created("DestinationWorker")) == 1
     client = ActorAddress("client")
     h.deliver(TopicChunk("green", [{"id": 1}], client, 4))
     (rejected,) = h.sent(LogRejected, to=client)
-    assert "write-ahead log cannot be opened" in rejected.message and rejected.ref == 4
+    assert rejected.error == "StorageError" and rejected.ref == 4
+    assert str(wal_dir) in rejected.message
     wal_dir.unlink()
-    h.deliver(WakeupMessage(2, ("start", 0)))  # the retry timer
+    h.deliver(TopicChunk("green", [{"id": 2}], client, 5))  # the next chunk opens the log
     assert h.actor.wal is not None and len(h.created("DestinationWorker")) == 1
+    assert h.sent(LogRejected, to=client) == [rejected]
 
 
 # --------------------------------------------------------------------------- DestinationWorker

@@ -134,7 +134,7 @@ def test_rows_that_cannot_be_written_are_dead_lettered_and_the_rest_stored(
     topic = unique_name("bad")
     dl = start_node(v2_config(tmp_path, url))
     rows: list[dict[str, Any]] = points(0, 20)
-    rows[3]["v"] = {"nested": 1}  # not a field value
+    rows[3]["v"] = 2**63  # beyond a signed 64-bit field (a dict would be written as JSON text)
     rows[11] = {"time": BASE_MS + 11, "host": "h1"}  # no field
     dl.log(topic, rows)
     dl.flush(timeout=30)
