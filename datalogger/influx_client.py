@@ -285,8 +285,10 @@ class InfluxHTTP:
                 )
         return series
 
-    def write(self, lines: list[str] | str) -> None:
+    def write(self, lines: list[str] | str, body: bytes | None = None) -> None:
         """Write lines of line protocol (``POST /write``) to the database.
+
+        ``body``, if given, is ``lines`` already joined and encoded (UTF-8).
 
         Raises:
             LinesRejected: HTTP 4xx; the message has InfluxDB's error text,
@@ -294,8 +296,8 @@ class InfluxHTTP:
                 request may have been written (InfluxDB does partial writes).
             InfluxUnavailable: server unreachable or 5xx.
         """
-        text = lines if isinstance(lines, str) else "\n".join(lines)
-        body = text.encode("utf-8")
+        if body is None:
+            body = (lines if isinstance(lines, str) else "\n".join(lines)).encode("utf-8")
         params = {"db": self.database, "precision": _V1_PRECISION[self.precision]}
         if self.retention_policy:
             params["rp"] = self.retention_policy
@@ -443,8 +445,8 @@ class InfluxV2:
         except Exception:  # any failure means "not alive"
             return False
 
-    def write(self, lines: list[str]) -> None:
-        """Write the lines to the bucket.
+    def write(self, lines: list[str], body: bytes | None = None) -> None:
+        """Write the lines to the bucket (``body``: the lines, joined in UTF-8, if at hand).
 
         Raises:
             LinesRejected: HTTP 4xx (but 408/429), with InfluxDB's message.
@@ -458,7 +460,7 @@ class InfluxV2:
             write_api.write(
                 bucket=self.bucket,
                 org=self.org,
-                record="\n".join(lines),
+                record="\n".join(lines) if body is None else body,
                 write_precision=self.precision,
             )
         except ApiException as exc:

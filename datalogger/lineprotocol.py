@@ -32,11 +32,18 @@ rejected instead:
   literal backslash and ``n``); any of those ending in a backslash (it would
   escape the separator after it); an empty measurement, tag key or field key;
   a measurement starting with ``#`` (a comment line, silently dropped by
-  InfluxDB); field values of other types; strings that are not valid Unicode
-  (lone surrogates).
+  InfluxDB); field values of other types, or with no float value
+  (``Decimal('sNaN')``); times with no finite value in the precision's units;
+  strings that are not valid Unicode (lone surrogates).
 * Tabs and carriage returns in names are written raw: InfluxDB 1.x stores them
   verbatim, while ``influxdb_client`` writes ``\\t``/``\\r`` which it stores as
   two characters.
+
+:func:`encode_rows` and :func:`rows_encoder` take the fast path of
+:mod:`datalogger._line_shapes`: one generated function per set of row keys
+encodes runs of such rows in one pass; :func:`encode_row` (value by value) is
+the generic path it falls back to for a row it does not take as it is. Both
+give the same text.
 """
 
 from __future__ import annotations
@@ -50,18 +57,25 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .destinations._values import to_json
 from .exceptions import InvalidData
 
+if TYPE_CHECKING:
+    from ._line_shapes import RowsEncoder
+
 __all__ = [
     "PRECISIONS",
+    "ROW_ERRORS",
     "LineProtocolError",
     "encode_point",
+    "encode_row",
     "encode_rows",
     "encode_rows_detailed",
+    "join_lines",
     "normalize_precision",
+    "rows_encoder",
     "to_timestamp",
 ]
 
@@ -158,7 +172,7 @@ def _field_value(key: str, value: Any) -> str | None:
     if isinstance(value, numbers.Integral):
         return _int(int(value))
     if isinstance(value, (numbers.Real, Decimal)):
-        return _float(float(value))
+        return _float(_to_float(value, f"field {key!r}"))
     if isinstance(value, str):
         return '"' + str(value).translate(_ESCAPE_STRING) + '"'
     if isinstance(value, timedelta):
@@ -167,6 +181,14 @@ def _field_value(key: str, value: Any) -> str | None:
     if text is not None:
         return '"' + text.translate(_ESCAPE_STRING) + '"'
     raise LineProtocolError(f"field {key!r} has unsupported type {type(value).__name__}")
+
+
+def _to_float(value: Any, what: str) -> float:
+    """``float(value)``; a value with no float (``Decimal('sNaN')``) is a LineProtocolError."""
+    try:
+        return float(value)
+    except (ValueError, OverflowError) as exc:
+        raise LineProtocolError(f"{what}: {value!r} has no float value ({exc})") from exc
 
 
 def _as_text(value: Any) -> str | None:
@@ -178,8 +200,16 @@ def _as_text(value: Any) -> str | None:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, (list, tuple, dict)):
-        return to_json(value)
+        try:
+            return to_json(value)
+        except (ValueError, RecursionError) as exc:  # a circular or too deeply nested value
+            raise LineProtocolError(f"{type(value).__name__} value has no JSON text: {exc}") from exc
     return None
+
+
+def _tag_text(value: Any) -> str:
+    """The text of a tag value (not None): ``str`` as it is, the others as for fields."""
+    return value if type(value) is str else (_as_text(value) or str(value))
 
 
 def _tags(tags: Iterable[tuple[Any, Any]]) -> str:
@@ -187,7 +217,7 @@ def _tags(tags: Iterable[tuple[Any, Any]]) -> str:
     for key, value in sorted([(str(k), v) for k, v in tags], key=_FIRST):
         if value is None:
             continue
-        text = value if type(value) is str else (_as_text(value) or str(value))
+        text = _tag_text(value)
         if not text:
             continue
         parts.append(f",{_key(key)}={_tag_value(text)}")
@@ -255,8 +285,8 @@ def to_timestamp(value: Any, precision: str = "ns") -> int | None:
     if kind is int:
         return int(value)
     if kind is float:
-        if not math.isfinite(value):
-            raise LineProtocolError(f"time {value!r} is not finite")
+        if not math.isfinite(value) or not math.isfinite(value * units):
+            raise LineProtocolError(f"time {value!r} is not finite in units of {precision}")
         return round(value * units)
     if isinstance(value, str):
         text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
@@ -273,7 +303,7 @@ def to_timestamp(value: Any, precision: str = "ns") -> int | None:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return to_timestamp(float(value), precision)
+        return to_timestamp(_to_float(value, "time"), precision)
     raise LineProtocolError(f"time {value!r} is not an int, float, datetime or ISO string")
 
 
@@ -312,38 +342,95 @@ def encode_rows_detailed(
     ``lines[i]`` is the line of ``good_rows[i]``, so a destination can tell
     which rows a server rejected.
     """
-    precision = normalize_precision(precision)
-    tag_set = frozenset(tag_keys)
-    meas = _measurement(str(measurement))
-    lines: list[str] = []
-    good: list[Any] = []
-    bad: list[Any] = []
-    for row in rows:
-        try:
-            tags = []
-            fields = []
-            stamp: Any = None
-            for key, value in row.items():
-                if key == time_key:
-                    stamp = value
-                elif key in tag_set:
-                    tags.append((key, value))
-                else:
-                    fields.append((key, value))
-            line = f"{meas}{_tags(tags)} {_fields(fields)}"
-            ts = to_timestamp(stamp, precision)
-            lines.append(line if ts is None else f"{line} {ts}")
-            good.append(row)
-        except (LineProtocolError, AttributeError, TypeError):
-            bad.append(row)
-    try:
-        "\n".join(lines).encode("utf-8")
-    except UnicodeEncodeError:  # rare: find the lines with lone surrogates
-        keep = [_encodable(line) for line in lines]
-        bad = bad + [row for row, ok in zip(good, keep, strict=True) if not ok]
-        lines = [line for line, ok in zip(lines, keep, strict=True) if ok]
-        good = [row for row, ok in zip(good, keep, strict=True) if ok]
+    lines, good, bad = rows_encoder(measurement, tag_keys, time_key, precision).encode(rows)
+    _body, refused = join_lines(lines)
+    if refused:  # rare: lines with lone surrogates
+        out = set(refused)
+        bad = bad + [good[i] for i in refused]
+        lines = [line for i, line in enumerate(lines) if i not in out]
+        good = [row for i, row in enumerate(good) if i not in out]
     return lines, good, bad
+
+
+def rows_encoder(
+    measurement: str,
+    tag_keys: Iterable[str] = (),
+    time_key: str | None = "time",
+    precision: str = "ns",
+) -> RowsEncoder:
+    """The encoder of rows into ``measurement`` with these settings (see :func:`encode_rows`).
+
+    It is made once per setting and kept (64 at most), and it compiles each
+    set of row keys it meets into a function that encodes such rows in one
+    pass. Its :meth:`~datalogger._line_shapes.RowsEncoder.encode` does not
+    check the lines for lone surrogates: :func:`join_lines` does, building the
+    request body.
+
+    Raises:
+        LineProtocolError: the measurement itself is invalid.
+        ValueError: an unknown precision.
+    """
+    from ._line_shapes import cached_encoder  # it imports this module's rules
+
+    tags = tag_keys if isinstance(tag_keys, frozenset) else frozenset(tag_keys)
+    return cached_encoder(str(measurement), tags, time_key, normalize_precision(precision))
+
+
+#: What encoding a malformed row can raise: the row is rejected, the others go on.
+ROW_ERRORS: tuple[type[BaseException], ...] = (
+    LineProtocolError,
+    AttributeError,
+    TypeError,
+    ValueError,
+    OverflowError,
+    RecursionError,
+)
+
+
+def encode_row(
+    row: Mapping[Any, Any],
+    measurement: str,
+    tag_set: frozenset[Any],
+    time_key: str | None,
+    precision: str,
+) -> str:
+    """One row as one line by the rules above, value by value (the generic path).
+
+    ``measurement`` is already escaped and ``precision`` canonical; the line
+    is not checked for lone surrogates.
+
+    Raises:
+        LineProtocolError: and the others of :data:`ROW_ERRORS`: the row cannot be encoded.
+    """
+    tags = []
+    fields = []
+    stamp: Any = None
+    for key, value in row.items():
+        if key == time_key:
+            stamp = value
+        elif key in tag_set:
+            tags.append((key, value))
+        else:
+            fields.append((key, value))
+    line = f"{measurement}{_tags(tags)} {_fields(fields)}"
+    ts = to_timestamp(stamp, precision)
+    return line if ts is None else f"{line} {ts}"
+
+
+def join_lines(lines: list[str]) -> tuple[bytes, list[int]]:
+    """The body of a write request: ``lines`` joined by newlines, in UTF-8.
+
+    Returns:
+        ``(body, refused)``: ``refused`` holds the indices of the lines left
+        out of ``body`` because they are not valid Unicode (lone surrogates).
+    """
+    try:
+        return "\n".join(lines).encode("utf-8"), []
+    except UnicodeEncodeError:
+        refused = [i for i, line in enumerate(lines) if not _encodable(line)]
+        out = set(refused)
+        kept = "\n".join(line for i, line in enumerate(lines) if i not in out)
+        return kept.encode("utf-8"), refused
 
 
 def _encodable(line: str) -> bool:

@@ -233,3 +233,133 @@ def test_values_influxdb_has_no_type_for_are_written_as_documented() -> None:
         + '",clock="07:08:09",day="2024-05-06",id="00000000-0000-0000-0000-000000000001",'
         'nested="{\\"a\\":[1,{\\"d\\":\\"2024-01-02\\"}]}",took=1.5'
     )
+
+
+# -- whole chunks, every type the destination takes, against influxdb_client.Point ---------
+
+_json_leaves = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=False, allow_infinity=False),
+    st.text(_chars, max_size=5),
+)
+_json_values = st.recursive(
+    _json_leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(_chars, max_size=3), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+#: Every value type ``log()`` carries to the InfluxDB destination (docs/destinations/influxdb.md).
+any_values = st.one_of(
+    field_values,
+    st.integers(min_value=2**63, max_value=2**64),  # beyond int64: the row is rejected
+    st.decimals(allow_nan=True, allow_infinity=True),  # as float; sNaN has none: rejected
+    st.datetimes(timezones=st.one_of(st.none(), st.timezones())),
+    st.dates(),
+    st.times(timezones=st.one_of(st.none(), st.just(UTC))),
+    st.timedeltas(),
+    st.uuids(),
+    st.binary(max_size=8),
+    _json_values.filter(lambda v: isinstance(v, (list, dict))),
+)
+tag_any = st.one_of(tag_values, any_values.filter(lambda v: not isinstance(v, str)))
+row_times = st.one_of(
+    st.none(),
+    st.integers(min_value=-(2**62), max_value=2**62),
+    st.datetimes(
+        min_value=datetime(1900, 1, 1),
+        max_value=datetime(2200, 1, 1),
+        timezones=st.one_of(st.none(), st.timezones()),
+    ),
+)
+
+
+def _documented_field(value: Any) -> Any:
+    """A field value as docs/destinations/influxdb.md says it is written, for ``Point``."""
+    import base64
+    import json
+    import uuid
+    from datetime import date, time
+
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Decimal):
+        return float(value)  # ValueError for sNaN: the row is rejected
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _documented_tag(value: Any) -> Any:
+    """A tag value as documented: its text (``str()`` of numbers), None and ``""`` left out."""
+    if value is None or isinstance(value, str):
+        return value
+    converted = _documented_field(value) if not isinstance(value, (int, float, Decimal)) else None
+    if isinstance(value, timedelta):
+        converted = None  # a tag keeps the timedelta's own text
+    return (converted if isinstance(converted, str) else "") or str(value)
+
+
+@st.composite
+def chunks(draw: st.DrawFn) -> tuple[str, list[str], list[dict[str, Any]]]:
+    """A measurement, tag keys and rows of one to three shapes (sets of keys), interleaved."""
+    tag_keys = draw(st.lists(names.filter(lambda k: k != "time"), max_size=3, unique=True))
+    field_keys = draw(
+        st.lists(
+            names.filter(lambda k: k != "time" and k not in tag_keys), min_size=1, max_size=4, unique=True
+        )
+    )
+    pool = [*tag_keys, *field_keys, "time"]
+    shapes = draw(st.lists(st.lists(st.sampled_from(pool), min_size=1, unique=True), min_size=1, max_size=3))
+    rows = []
+    for _ in range(draw(st.integers(1, 12))):
+        row: dict[str, Any] = {}
+        for key in draw(st.sampled_from(shapes)):
+            strategy = row_times if key == "time" else tag_any if key in tag_keys else any_values
+            row[key] = draw(strategy)
+        rows.append(row)
+    return draw(measurements), tag_keys, rows
+
+
+def _expected_line(measurement: str, tag_keys: list[str], row: dict[str, Any]) -> str | None:
+    """Point's line for ``row`` with the documented conversions, or None: the row is rejected."""
+    fields = {k: v for k, v in row.items() if k != "time" and k not in tag_keys}
+    if any(type(v) is int and not -(2**63) <= v < 2**63 for v in fields.values()):
+        return None  # Point writes it; the server would refuse the whole request
+    try:
+        converted = {k: _documented_field(v) for k, v in fields.items()}
+    except ValueError:
+        return None
+    tags = {k: _documented_tag(row[k]) for k in tag_keys if k in row}
+    return _point(measurement, tags, converted, row.get("time")) or None
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunks())
+def test_rows_of_every_type_match_influxdb_client(chunk: tuple[str, list[str], list[dict[str, Any]]]) -> None:
+    measurement, tag_keys, rows = chunk
+    expected = [_expected_line(measurement, tag_keys, row) for row in rows]
+    lines, good, bad = encode_rows_detailed(rows, measurement, tag_keys, "time", "ns")
+    assert lines == [line for line in expected if line is not None]
+    assert good == [row for row, line in zip(rows, expected, strict=True) if line is not None]
+    assert bad == [row for row, line in zip(rows, expected, strict=True) if line is None]
+
+
+def test_rows_with_values_that_have_no_number_are_rejected_not_raised() -> None:
+    rows: list[dict[str, Any]] = [
+        {"v": Decimal("sNaN")},  # float() raises ValueError
+        {"v": 1, "time": 1e300},  # finite seconds, infinite nanoseconds
+        {"v": 2, "time": Decimal("sNaN")},
+        {"v": 3},
+    ]
+    lines, good, bad = encode_rows_detailed(rows, "m")
+    assert (lines, good, bad) == (["m v=3i"], [rows[3]], rows[:3])
+    with pytest.raises(LineProtocolError, match="has no float value"):
+        encode_point("m", {}, {"v": Decimal("sNaN")})
+    with pytest.raises(LineProtocolError, match="not finite in units of ns"):
+        to_timestamp(1e300, "ns")

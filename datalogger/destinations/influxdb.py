@@ -26,10 +26,12 @@ from typing import Any
 from ..exceptions import Backpressure, ConfigError, PermanentError
 from ..influx_client import InfluxHTTP, InfluxUDP, InfluxV2, LinesRejected
 from ..lineprotocol import (
+    ROW_ERRORS,
     LineProtocolError,
     encode_point,
-    encode_rows_detailed,
+    join_lines,
     normalize_precision,
+    rows_encoder,
     to_timestamp,
 )
 from ..stamps import UNIT_NS
@@ -174,13 +176,19 @@ class InfluxDBDestination(Destination):
         meas = self.measurement.format(topic=topic)
         stamped = self._stamp_missing(data)
         try:
-            lines, good, bad = encode_rows_detailed(
-                stamped, meas, self.tags, self.time_key, self.precision
-            )
+            encoder = rows_encoder(meas, self.tags, self.time_key, self.precision)
         except LineProtocolError as exc:
             raise PermanentError(f"measurement {meas!r} cannot be written: {exc}") from exc
-        originals = {id(row): data[i] for i, row in enumerate(stamped)}  # report rows as given
-        rejected = [originals[id(row)] for row in bad]
+        lines, good, bad = encoder.encode(stamped)
+        if stamped is data:
+            original = _same
+        else:  # report rows as given, not as stamped here
+            originals = {id(row): data[i] for i, row in enumerate(stamped)}
+
+            def original(row: Any) -> Any:
+                return originals[id(row)]
+
+        rejected = [original(row) for row in bad]
         reasons = [self._encode_reason(row, meas) for row in bad]
         unsure: Rows = []
         refused = "a batch was refused"
@@ -189,8 +197,18 @@ class InfluxDBDestination(Destination):
         for start in range(0, len(lines), self.batch_size):
             batch = lines[start : start + self.batch_size]
             rows = good[start : start + self.batch_size]
+            body, unencodable = join_lines(batch)
+            if unencodable:  # lone surrogates: those rows are bad, the others go
+                out = set(unencodable)
+                for index in unencodable:
+                    rejected.append(original(rows[index]))
+                    reasons.append(self._encode_reason(rows[index], meas))
+                batch = [line for i, line in enumerate(batch) if i not in out]
+                rows = [row for i, row in enumerate(rows) if i not in out]
+                if not batch:
+                    continue
             try:
-                self._write(batch)
+                self._write(batch, body)
             except LinesRejected as exc:
                 indices = exc.line_indices
                 if indices is None:
@@ -199,17 +217,17 @@ class InfluxDBDestination(Destination):
                 if indices is None and len(rows) > 1:
                     # Refused as a batch, but which lines? The framework tries them again in
                     # halves (points written twice with the same time are overwritten).
-                    unsure.extend(originals[id(row)] for row in rows)
+                    unsure.extend(original(row) for row in rows)
                     refused = str(exc)
                     continue
                 lost = rows if indices is None else [rows[i] for i in indices]
-                rejected.extend(originals[id(row)] for row in lost)
+                rejected.extend(original(row) for row in lost)
                 reasons.extend(str(exc) for _ in lost)
                 # A partial write reports one kind of error: points it dropped for another
                 # reason (beyond the retention policy) go unreported. So the rest of the
                 # request is written again (points with the same time are overwritten).
                 named = {id(row) for row in lost}
-                unsure.extend(originals[id(row)] for row in rows if id(row) not in named)
+                unsure.extend(original(row) for row in rows if id(row) not in named)
                 continue
             written += len(batch)
         if rejected or unsure:
@@ -356,20 +374,20 @@ class InfluxDBDestination(Destination):
                 {k: v for k, v in row.items() if k not in skip},
                 stamp,
             )
-        except (LineProtocolError, AttributeError, TypeError) as exc:
+        except ROW_ERRORS as exc:
             return f"first bad row: {exc}"
         return "a row cannot be encoded"
 
     # -- writers ---------------------------------------------------------------------
 
-    def _write(self, lines: list[str]) -> None:
-        """Write one batch with the configured protocol."""
+    def _write(self, lines: list[str], body: bytes | None = None) -> None:
+        """Write one batch with the configured protocol (``body``: the lines, joined in UTF-8)."""
         if self._udp is not None:
             self._udp.write(lines)
         elif self._v2 is not None:
-            self._v2.write(lines)
+            self._v2.write(lines, body)
         else:
-            self.http.write(lines)
+            self.http.write(lines, body)
 
 
 def _conflicting(message: str, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[int] | None:
@@ -388,6 +406,10 @@ def _conflicting(message: str, items: Sequence[tuple[str, Mapping[str, Any]]]) -
         if name == meas and field in fields and _is_kind(fields[field], kind)
     ]
     return hits if hits and len(hits) == int(match["dropped"]) else None
+
+
+def _same(row: Any) -> Any:
+    return row
 
 
 def _is_kind(value: Any, kind: type) -> bool:

@@ -7,6 +7,7 @@ import time
 import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,23 @@ def test_bad_rows_raise_after_the_good_rows_land(dest: InfluxDBDestination) -> N
     assert info.value.rows == bad
     assert "3 of 6 rows" in str(info.value)
     assert count(dest, "mixed") == 3
+
+
+def test_rows_that_raise_while_encoding_are_rejected_alone(dest: InfluxDBDestination) -> None:
+    # Decimal("sNaN") has no float, 1e300 s has no ns timestamp, "\ud800" no UTF-8:
+    # each is its row's error, never the chunk's (once a ValueError failed it all, retried).
+    bad: list[dict[str, Any]] = [
+        {"time": 2, "host": "h", "v": Decimal("sNaN")},
+        {"time": 1e300, "host": "h", "v": 3},
+        {"time": 4, "host": "h", "v": 4, "s": "\ud800"},
+    ]
+    good: list[dict[str, Any]] = [{"time": t, "host": "h", "v": t} for t in (1, 5, 6)]
+    with pytest.raises(PermanentError) as info:
+        dest.send_data("raising", [good[0], *bad, *good[1:]])
+    assert info.value.rows == bad
+    assert "sNaN" in info.value.reasons[0] and "not finite" in info.value.reasons[1]
+    assert "Unicode" in info.value.reasons[2]
+    assert count(dest, "raising") == 3
 
 
 def test_field_type_conflict_is_permanent(dest: InfluxDBDestination) -> None:
