@@ -26,9 +26,17 @@ from psycopg.types.json import Jsonb
 from ..delivery import Attempt
 from ..isolation import deliver_isolating
 from ._values import json_default
+
+try:  # psycopg's binary COPY row formatter: C with psycopg[binary]; not public, so optional
+    from psycopg._copy_base import format_row_binary as _format_row_binary
+except ImportError:  # pragma: no cover - a psycopg without it: Copy.write_row does the work
+    _format_row_binary = None
 from .base import Rows
 
 __all__ = [
+    "BINARY_SIGNATURE",
+    "BINARY_TRAILER",
+    "FLUSH_BYTES",
     "ROW_ERRORS",
     "Report",
     "adapt",
@@ -54,6 +62,14 @@ ROW_ERRORS = (
     pg_errors.AssertFailure,
     pg_errors.TriggeredActionException,
 )
+
+
+BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+"""The start of binary COPY data: signature, flags and header extension length."""
+BINARY_TRAILER = b"\xff\xff"
+"""The end of binary COPY data."""
+FLUSH_BYTES = 128 * 1024
+"""Binary COPY data is sent in pieces of about this size, so the server works meanwhile."""
 
 
 @attrs.define
@@ -162,23 +178,60 @@ def copy_rows(
     binary_types: list[str] | None,
     rows: Rows,
 ) -> None:
-    """COPY ``rows`` (``names`` of each) with ``statement``, in binary if ``binary_types``."""
+    """COPY ``rows`` (``names`` of each) with ``statement``, in binary if ``binary_types``.
+
+    In binary, each row goes straight to psycopg's row formatter (C, with
+    ``psycopg[binary]``) into one buffer, sent every :data:`FLUSH_BYTES`:
+    the same bytes as ``Copy.write_row``, without its two Python calls per row.
+    """
     with cur.copy(statement) as copy:
         if binary_types is not None:
             copy.set_types(binary_types)
+        values = _row_values(names, adapters)
+        transformer = getattr(getattr(copy, "formatter", None), "transformer", None)
+        if binary_types is not None and _format_row_binary is not None and transformer is not None:
+            _write_binary(copy, transformer, values, rows)
+            return
         write_row = copy.write_row
-        if any(adapters):
-            pairs = list(zip(names, adapters, strict=True))
-            for row in rows:
-                write_row([row[n] if adapt is None else adapt(row[n]) for n, adapt in pairs])
-        elif len(names) == 1:
-            name = names[0]
-            for row in rows:
-                write_row((row[name],))
-        else:
-            get = itemgetter(*names)
-            for row in rows:
-                write_row(get(row))
+        for row in rows:
+            write_row(values(row))
+
+
+def _row_values(
+    names: Sequence[str], adapters: Sequence[Callable[[Any], Any] | None]
+) -> Callable[[Any], Sequence[Any]]:
+    """The function giving a row's values in ``names`` order, adapted where needed."""
+    if any(adapters):
+        pairs = list(zip(names, adapters, strict=True))
+
+        def adapted(row: Any) -> list[Any]:
+            return [row[n] if adapt is None else adapt(row[n]) for n, adapt in pairs]
+
+        return adapted
+    if len(names) == 1:
+        name = names[0]
+
+        def one(row: Any) -> tuple[Any]:
+            return (row[name],)
+
+        return one
+    return itemgetter(*names)
+
+
+def _write_binary(
+    copy: psycopg.Copy, transformer: Any, values: Callable[[Any], Sequence[Any]], rows: Rows
+) -> None:
+    """Format ``rows`` with psycopg's binary row formatter and write the COPY data in pieces."""
+    format_row = _format_row_binary
+    assert format_row is not None
+    buffer = bytearray(BINARY_SIGNATURE)
+    for row in rows:
+        format_row(values(row), transformer, buffer)
+        if len(buffer) >= FLUSH_BYTES:
+            copy.write(buffer)
+            buffer = bytearray()
+    buffer += BINARY_TRAILER
+    copy.write(buffer)
 
 
 def _to_json(value: Any) -> Any:

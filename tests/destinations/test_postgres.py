@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from datalogger import ConfigError, DataLoggerError, PermanentError
-from datalogger.destinations import _pg_schema
+from datalogger.destinations import _pg_copy, _pg_schema
 from datalogger.destinations.postgres import PostgresDestination, mask_dsn
 from tests.services import postgres_dsn_or_skip, unique_name
 
@@ -462,6 +462,41 @@ def test_binary_and_text_copies_store_the_same_values(
     assert dest.send_data("t", mixed) == 1
     rows = fetch(admin, f'select i, f, s, b, ts, j from "{schema}"."t" order by i')
     assert rows == [(1, 1.5, "a", True, aware, {"k": [1, 2]}), (2, 2.5, "b", False, aware, {"k": "x"})]
+
+
+@pytest.mark.parametrize("conflict_key", [None, ["i"]], ids=["copy", "staged"])
+def test_binary_copy_data_sent_in_pieces_stores_every_row_exactly(
+    make: Make,
+    admin: psycopg.Connection[Any],
+    schemas: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    conflict_key: list[str] | None,
+) -> None:
+    # Binary rows go straight to psycopg's row formatter, the data sent every FLUSH_BYTES:
+    # with a tiny FLUSH_BYTES a chunk is many pieces, NULLs and JSON included.
+    formatted: list[int] = []
+    format_row = _pg_copy._format_row_binary
+    assert format_row is not None, "this psycopg has no binary row formatter: Copy.write_row is used"
+
+    def counting(row: Any, transformer: Any, out: bytearray) -> None:
+        formatted.append(1)
+        format_row(row, transformer, out)
+
+    monkeypatch.setattr(_pg_copy, "_format_row_binary", counting)
+    monkeypatch.setattr(_pg_copy, "FLUSH_BYTES", 100)
+    schema = unique_name("pieces")
+    schemas.append(schema)
+    dest = make(schema=schema, table="t", conflict_key=conflict_key)
+    aware = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    chunk = [
+        {"i": i, "f": i / 3, "s": f"é {i}" if i % 5 else None, "b": i % 2 == 0,
+         "ts": aware + dt.timedelta(seconds=i), "j": {"k": [i, "x"]} if i % 7 else None}
+        for i in range(500)
+    ]
+    assert dest.send_data("t", chunk) == 500
+    assert len(formatted) == 500  # every row went through the formatter, none through write_row
+    got = fetch(admin, f'select i, f, s, b, ts, j from "{schema}"."t" order by i')
+    assert got == [(r["i"], r["f"], r["s"], r["b"], r["ts"], r["j"]) for r in chunk]
 
 
 def test_int_too_large_for_an_integer_column_is_rejected_not_mangled(
