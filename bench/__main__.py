@@ -1,7 +1,7 @@
 """``python -m bench <case> [--quick | --smoke] [--rounds N] [--json PATH]``.
 
 Cases: postgres, influxdb, per_row, latency, topics, outage, wal_fsync,
-peer_vmagent, middleware, all; ``plot`` draws docs/img/throughput_vs_chunk.png.
+peer_vmagent, encoders, middleware, all; ``plot`` draws docs/img/throughput_vs_chunk.png.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ CASES = {
     "outage": "bench.outage",
     "wal_fsync": "bench.wal_fsync",
     "peer_vmagent": "bench.peer_vmagent",
+    "encoders": "bench.encoders",
 }
 ALL = [*CASES, "middleware"]
 

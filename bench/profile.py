@@ -1,4 +1,4 @@
-"""``python -m bench.profile <postgres|per_row|latency> [--seconds N]``: where the time goes.
+"""``python -m bench.profile <postgres|per_row|latency|peer_vmagent> [--seconds N]``: where the time goes.
 
 Runs the hot loop of a case on a fresh node and, while it runs, records every
 process of the node and the caller with ``py-spy record --format
@@ -44,7 +44,10 @@ from ._node import (
     pg_rows,
     unique,
 )
+from ._victoria import metric_rows, vm_destination
 
+RATE = 250
+"""py-spy samples per second."""
 _FRAME = re.compile(r"^(?P<func>[^ ]+) \((?P<file>[^:]+):(?P<line>\d+)\)$")
 
 
@@ -58,6 +61,12 @@ def _loop(case: str, dl: datalogger.DataLogger, stop: threading.Event, cleanup: 
         while not stop.is_set():
             dl.log(topic, chunk)
             rows += len(chunk)
+    elif case == "peer_vmagent":  # peer_vmagent's datalogger side: log() of 1,000 rows, v2 to VM
+        offset = 0
+        while not stop.is_set():
+            dl.log("bench_prof_vm", metric_rows(1000, offset))
+            offset += 1000
+            rows += 1000
     elif case == "per_row":
         batch = influx_rows(10_000)
         while not stop.is_set():
@@ -135,7 +144,7 @@ def record(pids: list[int], seconds: float, out: str, native: bool = False) -> d
     procs = {
         pid: subprocess.Popen(
             [spy, "record", "--pid", str(pid), "--format", "raw", "--rate",
-             "250", "--duration", str(int(seconds)), "--output", f"{out}/{pid}.txt",
+             str(RATE), "--duration", str(int(seconds)), "--output", f"{out}/{pid}.txt",
              *(["--native"] if native else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -158,6 +167,8 @@ def profile(case: str, seconds: float, native: bool = False) -> dict[str, Any]:
     elif case == "per_row":
         influx_create(database)
         destinations = {"influx": influx_destination(database)}
+    elif case == "peer_vmagent":  # the shared VictoriaMetrics of .ci/start-victoriametrics
+        destinations = {"vm": vm_destination()}
     else:
         destinations = {"j": {"type": "jsonl", "directory": tempfile.mkdtemp(prefix="dl-prof-")}}
     cleanup: list[str] = []
@@ -213,10 +224,12 @@ def print_summary(summary: dict[str, Any], top: int = 8) -> None:
     procs = sorted(summary["processes"].items(), key=lambda kv: -kv[1]["samples"])
     print(f"== profile {summary['case']}: {summary.get('rows_per_s') or 0:,.0f} rows/s "
           f"under py-spy; {summary.get('written')}")
+    full = summary["seconds"] * RATE  # samples of a process on a core all the time
     for name, info in procs:
         if not info["samples"]:
             continue
-        print(f"-- {name} ({info['role']}): {info['samples']} CPU samples")
+        print(f"-- {name} ({info['role']}): {info['samples']} CPU samples "
+              f"({100.0 * info['samples'] / full:.0f}% of a core)")
         for frame, pct in info["self"][:top]:
             print(f"     self {pct:5.1f}%  {frame}")
 
@@ -224,7 +237,7 @@ def print_summary(summary: dict[str, Any], top: int = 8) -> None:
 def main(argv: list[str] | None = None, run: Callable[..., dict[str, Any]] = profile) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
-    parser.add_argument("case", choices=["postgres", "per_row", "latency"])
+    parser.add_argument("case", choices=["postgres", "per_row", "latency", "peer_vmagent"])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--native", action="store_true", help="C frames too (gc, libpq...)")
     args = parser.parse_args(argv)

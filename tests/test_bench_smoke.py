@@ -74,3 +74,23 @@ def test_peer_vmagent_case_measures_both_shippers_and_the_outage(tmp_path: Path)
     assert medians["outage:datalogger"]["rows_lost"] == 0
     ratios = data["ratios"]
     assert isinstance(ratios, dict) and ratios["datalogger/vmagent rows/s until stored"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_encoders_case_checks_the_bodies_and_measures_every_encoder(tmp_path: Path) -> None:
+    """``encoders --smoke``: the three line-protocol encoders agree; each variant is measured."""
+    postgres_dsn_or_skip()
+    out = tmp_path / "encoders.json"
+    assert main(["encoders", "--smoke", "--json", str(out)]) == 0
+    data = _result(out)
+    medians = data["medians"]
+    assert isinstance(medians, dict)
+    encoders = ("compiled", "generic", "point")
+    expected = {f"lp_{name}:{shape}" for name in encoders for shape in ("metric", "wide")}
+    assert set(medians) == expected | {"pg_copy_rows", "pg_write_row"}
+    verified = data["verified"]
+    assert isinstance(verified, dict)
+    assert verified["metric: compiled == generic == Point bodies"] == 2
+    assert verified["postgres rows in the last round"] == 2000
+    targets = data["targets"]
+    assert isinstance(targets, list) and len(targets) == 5 and all(t["value"] > 0 for t in targets)
