@@ -2,12 +2,15 @@
 
 Runs the hot loop of a case on a fresh node and, while it runs, records every
 process of the node and the caller with ``py-spy record --format
-raw`` (CPU samples only: idle threads are not sampled). The node's
-processes are found by the admin's process group, since the admin detaches
-from the caller. Per process it prints the samples, the actor it runs
-(guessed from the stack) and the top functions by self and by inclusive
-samples, and writes the collapsed stacks and a JSON summary to bench/results/.
-Needs py-spy (the ``bench`` extra) and ptrace permission.
+raw`` (idle threads are not sampled; a thread that is ready to run but
+waits for a CPU is, so on a busy machine its samples overstate its CPU). The
+node's processes are found by the admin's process group, since the admin
+detaches from the caller. Per process it prints the samples, the actor it runs
+(guessed from the stack), its share of the time on a CPU and waiting for one
+and its CPU time per 1,000 rows logged (from ``/proc/<pid>/task/*/schedstat``,
+over as many seconds just before py-spy records), and the top functions by self and by inclusive samples;
+it writes the collapsed stacks and a JSON summary to bench/results/. Needs
+py-spy (the ``bench`` extra) and ptrace permission.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import datalogger
 
 from ._common import RESULTS, utc_stamp
 from ._node import (
+    chunked,
     influx_create,
     influx_destination,
     influx_drop,
@@ -51,35 +55,41 @@ RATE = 250
 _FRAME = re.compile(r"^(?P<func>[^ ]+) \((?P<file>[^:]+):(?P<line>\d+)\)$")
 
 
-def _loop(case: str, dl: datalogger.DataLogger, stop: threading.Event, cleanup: list[str]) -> int:
-    """Run the case's hot loop until ``stop``; return rows logged."""
-    rows = 0
+def _loop(
+    case: str,
+    dl: datalogger.DataLogger,
+    stop: threading.Event,
+    cleanup: list[str],
+    logged: list[int] | None = None,
+) -> int:
+    """Run the case's hot loop until ``stop``; return rows logged (also added to ``logged[0]``)."""
+    logged = logged if logged is not None else [0]
+    start = logged[0]
     if case == "postgres":
         topic = unique("bench_prof_pg")
         cleanup.append(topic)
         chunk = pg_rows(1000)
         while not stop.is_set():
             dl.log(topic, chunk)
-            rows += len(chunk)
+            logged[0] += len(chunk)
     elif case == "peer_vmagent":  # peer_vmagent's datalogger side: log() of 1,000 rows, v2 to VM
-        offset = 0
+        chunks = chunked(metric_rows(200_000), 1000)
         while not stop.is_set():
-            dl.log("bench_prof_vm", metric_rows(1000, offset))
-            offset += 1000
-            rows += 1000
+            dl.log("bench_prof_vm", chunks[(logged[0] // 1000) % len(chunks)])
+            logged[0] += 1000
     elif case == "per_row":
         batch = influx_rows(10_000)
         while not stop.is_set():
             for row in batch:
                 dl.log_nowait("bench_prof_rows", row)
-            rows += len(batch)
+            logged[0] += len(batch)
             dl.flush(60.0)
     else:
         row = {"sensor": "s1", "value": 0.5, "i": 0}
         while not stop.is_set():
             dl.log("bench_prof_latency", [row])
-            rows += 1
-    return rows
+            logged[0] += 1
+    return logged[0] - start
 
 
 def _role(stacks: Counter[str]) -> str:
@@ -179,9 +189,11 @@ def profile(case: str, seconds: float, native: bool = False) -> dict[str, Any]:
             done: list[int] = []
             warm = threading.Event()
 
+            logged = [0]
+
             def work() -> None:
                 _loop(case, dl, warm, cleanup)  # warm: starts the actors
-                done.append(_loop(case, dl, stop, cleanup))
+                done.append(_loop(case, dl, stop, cleanup, logged))
 
             warm.set()
             _loop(case, dl, warm, cleanup)
@@ -192,16 +204,24 @@ def profile(case: str, seconds: float, native: bool = False) -> dict[str, Any]:
             time.sleep(1.0)
             group = node_group(dl.admin_port)
             pids = [p.pid for p in psutil.process_iter() if _in_group(p.pid, group)]
-            stacks = record([*pids, os.getpid()], seconds, out, native)
+            every = [*pids, os.getpid()]
+            # CPU shares first, without py-spy (which pauses each process to sample it)
+            before, rows_before, started = _sched(every), logged[0], time.monotonic()
+            time.sleep(seconds)
+            after, rows, wall = _sched(every), logged[0] - rows_before, time.monotonic() - started
+            stacks = record(every, seconds, out, native)
             stop.set()
             thread.join()
-            summary["rows_per_s"] = (done[0] / seconds) if done else None
+            summary["rows_per_s"] = rows / wall
             RESULTS.mkdir(parents=True, exist_ok=True)
             base = RESULTS / f"profile-{case}-{utc_stamp()}"
             for pid, raw in stacks.items():
                 name = f"caller {pid}" if pid == os.getpid() else str(pid)
                 Path(f"{base}-{name}.collapsed").write_text(raw, encoding="utf-8")
                 summary["processes"][name] = summarize(raw)
+                summary["processes"][name]["sched"] = _sched_shares(
+                    before.get(pid), after.get(pid), wall, rows
+                )
             Path(f"{base}.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
             summary["written"] = str(base)
     finally:
@@ -210,6 +230,36 @@ def profile(case: str, seconds: float, native: bool = False) -> dict[str, Any]:
         elif case == "per_row":
             influx_drop(database)
     return summary
+
+
+def _sched(pids: list[int]) -> dict[int, tuple[int, int]]:
+    """pid -> (ns on a CPU, ns runnable but waiting for a CPU), all threads, from schedstat."""
+    out: dict[int, tuple[int, int]] = {}
+    for pid in pids:
+        running = waiting = 0
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as handle:
+                    fields = handle.read().split()
+                running, waiting = running + int(fields[0]), waiting + int(fields[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        out[pid] = (running, waiting)
+    return out
+
+
+def _sched_shares(
+    before: tuple[int, int] | None, after: tuple[int, int] | None, wall: float, rows: int
+) -> dict[str, float]:
+    """Share of the wall time on a CPU and waiting for one, and CPU ms per 1,000 rows logged."""
+    if before is None or after is None or wall <= 0:
+        return {}
+    running, waiting = (after[0] - before[0]) / 1e9, (after[1] - before[1]) / 1e9
+    return {
+        "on_cpu": round(running / wall, 3),
+        "waiting_for_cpu": round(waiting / wall, 3),
+        "cpu_ms_per_1000_rows": round(running * 1e6 / rows, 3) if rows else 0.0,
+    }
 
 
 def _in_group(pid: int, group: int | None) -> bool:
@@ -222,14 +272,16 @@ def _in_group(pid: int, group: int | None) -> bool:
 def print_summary(summary: dict[str, Any], top: int = 8) -> None:
     """Print the busiest processes and their top frames."""
     procs = sorted(summary["processes"].items(), key=lambda kv: -kv[1]["samples"])
-    print(f"== profile {summary['case']}: {summary.get('rows_per_s') or 0:,.0f} rows/s "
-          f"under py-spy; {summary.get('written')}")
-    full = summary["seconds"] * RATE  # samples of a process on a core all the time
+    print(f"== profile {summary['case']}: {summary.get('rows_per_s') or 0:,.0f} rows/s logged "
+          f"(before py-spy); {summary.get('written')}")
     for name, info in procs:
         if not info["samples"]:
             continue
-        print(f"-- {name} ({info['role']}): {info['samples']} CPU samples "
-              f"({100.0 * info['samples'] / full:.0f}% of a core)")
+        sched = info.get("sched") or {}
+        print(f"-- {name} ({info['role']}): {info['samples']} samples; on a CPU "
+              f"{100 * sched.get('on_cpu', 0):.0f}% of the time, waiting for one "
+              f"{100 * sched.get('waiting_for_cpu', 0):.0f}%; "
+              f"{sched.get('cpu_ms_per_1000_rows', 0):.2f} ms CPU per 1,000 rows")
         for frame, pct in info["self"][:top]:
             print(f"     self {pct:5.1f}%  {frame}")
 
