@@ -7,8 +7,9 @@ waits for a CPU is, so on a busy machine its samples overstate its CPU). The
 node's processes are found by the admin's process group, since the admin
 detaches from the caller. Per process it prints the samples, the actor it runs
 (guessed from the stack), its share of the time on a CPU and waiting for one
-and its CPU time per 1,000 rows logged (from ``/proc/<pid>/task/*/schedstat``,
-over as many seconds just before py-spy records), and the top functions by self and by inclusive samples;
+and its CPU time per 1,000 rows stored (from ``/proc/<pid>/task/*/schedstat``
+and the node's ``delivered`` counters, over as many seconds just before py-spy
+records), and the top functions by self and by inclusive samples;
 it writes the collapsed stacks and a JSON summary to bench/results/. Needs
 py-spy (the ``bench`` extra) and ptrace permission.
 """
@@ -207,8 +208,11 @@ def profile(case: str, seconds: float, native: bool = False) -> dict[str, Any]:
             every = [*pids, os.getpid()]
             # CPU shares first, without py-spy (which pauses each process to sample it)
             before, rows_before, started = _sched(every), logged[0], time.monotonic()
+            stored_before = _delivered(dl)
             time.sleep(seconds)
             after, rows, wall = _sched(every), logged[0] - rows_before, time.monotonic() - started
+            stored = _delivered(dl) - stored_before
+            summary["rows_stored_per_s"] = stored / wall
             stacks = record(every, seconds, out, native)
             stop.set()
             thread.join()
@@ -220,7 +224,7 @@ def profile(case: str, seconds: float, native: bool = False) -> dict[str, Any]:
                 Path(f"{base}-{name}.collapsed").write_text(raw, encoding="utf-8")
                 summary["processes"][name] = summarize(raw)
                 summary["processes"][name]["sched"] = _sched_shares(
-                    before.get(pid), after.get(pid), wall, rows
+                    before.get(pid), after.get(pid), wall, stored or rows
                 )
             Path(f"{base}.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
             summary["written"] = str(base)
@@ -230,6 +234,12 @@ def profile(case: str, seconds: float, native: bool = False) -> dict[str, Any]:
         elif case == "per_row":
             influx_drop(database)
     return summary
+
+
+def _delivered(dl: datalogger.DataLogger) -> int:
+    """Rows delivered so far, over every topic and destination of the node."""
+    topics = dl.stats().get("topics", {})
+    return sum(int(lane.get("delivered", 0)) for dests in topics.values() for lane in dests.values())
 
 
 def _sched(pids: list[int]) -> dict[int, tuple[int, int]]:
@@ -251,7 +261,7 @@ def _sched(pids: list[int]) -> dict[int, tuple[int, int]]:
 def _sched_shares(
     before: tuple[int, int] | None, after: tuple[int, int] | None, wall: float, rows: int
 ) -> dict[str, float]:
-    """Share of the wall time on a CPU and waiting for one, and CPU ms per 1,000 rows logged."""
+    """Share of the wall time on a CPU and waiting for one, and CPU ms per 1,000 rows stored."""
     if before is None or after is None or wall <= 0:
         return {}
     running, waiting = (after[0] - before[0]) / 1e9, (after[1] - before[1]) / 1e9
@@ -272,8 +282,9 @@ def _in_group(pid: int, group: int | None) -> bool:
 def print_summary(summary: dict[str, Any], top: int = 8) -> None:
     """Print the busiest processes and their top frames."""
     procs = sorted(summary["processes"].items(), key=lambda kv: -kv[1]["samples"])
-    print(f"== profile {summary['case']}: {summary.get('rows_per_s') or 0:,.0f} rows/s logged "
-          f"(before py-spy); {summary.get('written')}")
+    print(f"== profile {summary['case']}: {summary.get('rows_per_s') or 0:,.0f} rows/s logged, "
+          f"{summary.get('rows_stored_per_s') or 0:,.0f} stored (before py-spy); "
+          f"{summary.get('written')}")
     for name, info in procs:
         if not info["samples"]:
             continue
@@ -281,7 +292,7 @@ def print_summary(summary: dict[str, Any], top: int = 8) -> None:
         print(f"-- {name} ({info['role']}): {info['samples']} samples; on a CPU "
               f"{100 * sched.get('on_cpu', 0):.0f}% of the time, waiting for one "
               f"{100 * sched.get('waiting_for_cpu', 0):.0f}%; "
-              f"{sched.get('cpu_ms_per_1000_rows', 0):.2f} ms CPU per 1,000 rows")
+              f"{sched.get('cpu_ms_per_1000_rows', 0):.2f} ms CPU per 1,000 rows stored")
         for frame, pct in info["self"][:top]:
             print(f"     self {pct:5.1f}%  {frame}")
 
