@@ -2,14 +2,14 @@
 
 Rows logged together mostly share one set of keys, and the same keys give the
 same line layout every time: which keys are tags, fields and the time, their
-order in the line (sorted) and their escaped text. So for each set of keys
-met, a :class:`RowsEncoder` generates one small Python function once (a
-*shape*), which encodes a run of such rows in one loop:
+order in the line (sorted) and their escaped text. So for each set of keys met
+often (:data:`COMPILE_AFTER` rows), a :class:`RowsEncoder` generates one small
+Python function once (a *shape*), which encodes a run of such rows in one loop:
 
 * the escaped ``,key=`` of every tag and field is a constant;
-* ``str``, ``int``, ``float``, ``bool`` and ``None`` values are written inline
-  (``None`` and NaN/infinite floats leave their key out), the value type seen
-  first tested first; other types go through the generic per-value rule of
+* values of the type the first row had (``str``, ``int``, ``float`` or
+  ``bool``) and ``None`` are written inline (``None`` and NaN/infinite floats
+  leave their key out); other types go through the generic per-value rule of
   :mod:`datalogger.lineprotocol`, called from the generated code;
 * tag values already seen are looked up in a cache of their escaped
   ``,key=value`` text;
@@ -46,6 +46,10 @@ from .lineprotocol import (
 
 __all__ = ["RowsEncoder", "cached_encoder"]
 
+COMPILE_AFTER = 64
+"""Rows of one set of keys encoded the generic way before that set is compiled: compiling
+costs about as much as encoding a few hundred rows, so a set of keys met only now and then
+never is."""
 MAX_SHAPES = 256
 """Sets of keys whose shape an encoder keeps; past that it forgets them all and starts over."""
 MAX_KEYS = 200
@@ -60,6 +64,8 @@ _INT_MIN = -(2**63)
 _INT_MAX = 2**63 - 1
 
 #: Python type -> the branch of a field's code for it (``{v}`` the value, ``{k}`` the slot).
+#: Only the branch of the type the first row had is generated, then the one for None;
+#: other types go through ``SLOW<k>``, the generic rule.
 _FIELD_BRANCHES: dict[type, str] = {
     float: (
         "if type({v}) is float:\n"
@@ -77,8 +83,8 @@ _FIELD_BRANCHES: dict[type, str] = {
     ),
     str: "if type({v}) is str:\n    f{k} = F{k} + QT + {v}.replace(BS, BS2).replace(QT, EQT) + QT\n",
     bool: "if type({v}) is bool:\n    f{k} = F{k} + ('true' if {v} else 'false')\n",
-    type(None): "if {v} is None:\n    f{k} = ''\n",
 }
+_FIELD_NONE = "if {v} is None:\n    f{k} = ''\n"
 _FIELD_OTHER = "f{k} = SLOW{k}({v})\nif f{k} is None:\n    return i\n"
 _TAG = (
     "if type({v}) is str:\n"
@@ -122,13 +128,20 @@ class RowsEncoder:
     """
 
     def __init__(
-        self, measurement: str, tag_keys: Iterable[Any], time_key: str | None, precision: str
+        self,
+        measurement: str,
+        tag_keys: Iterable[Any],
+        time_key: str | None,
+        precision: str,
+        compile_after: int = COMPILE_AFTER,
     ) -> None:
         self.measurement = _measurement(measurement)
         self.tag_set = frozenset(tag_keys)
         self.time_key = time_key
         self.precision = precision
+        self.compile_after = compile_after
         self._shapes: dict[frozenset[Any], Shape | None] = {}
+        self._seen: dict[frozenset[Any], int] = {}  # rows met of each set of keys not compiled yet
         self._tag_texts: dict[str, tuple[dict[str, str], Callable[[Any], str | None]]] = {}
 
     def encode(self, rows: Iterable[Any]) -> tuple[list[str], list[Any], list[Any]]:
@@ -162,11 +175,19 @@ class RowsEncoder:
         return lines, good, bad
 
     def _shape(self, row: dict[Any, Any]) -> Shape | None:
+        """The compiled shape of ``row``'s keys; None while they were met too seldom, or never."""
         keys = frozenset(row)
         try:
             return self._shapes[keys]
         except KeyError:
             pass
+        seen = self._seen.get(keys, 0) + 1
+        if seen < self.compile_after:
+            if len(self._seen) >= MAX_SHAPES * 16:
+                self._seen.clear()
+            self._seen[keys] = seen
+            return None
+        self._seen.pop(keys, None)
         if len(self._shapes) >= MAX_SHAPES:
             self._shapes.clear()
         shape = self._shapes[keys] = self._compile(row)
@@ -227,10 +248,9 @@ class RowsEncoder:
 
 
 def _field_code(slot: int, first: type) -> str:
-    """The code that sets ``f<slot>`` from ``v<slot>``, testing the type ``first`` first."""
-    order = sorted(_FIELD_BRANCHES, key=lambda kind: kind is not first)
-    branches = [_FIELD_BRANCHES[kind].format(v=f"v{slot}", k=slot) for kind in order]
-    code = branches[0] + "".join("el" + branch for branch in branches[1:])
+    """The code that sets ``f<slot>`` from ``v<slot>``: inline for ``first`` and None."""
+    branches = [_FIELD_NONE] if first not in _FIELD_BRANCHES else [_FIELD_BRANCHES[first], _FIELD_NONE]
+    code = "el".join(branch.format(v=f"v{slot}", k=slot) for branch in branches)
     return code + "else:\n" + _indent(_FIELD_OTHER.format(v=f"v{slot}", k=slot))
 
 
@@ -270,8 +290,14 @@ def _tag_texts(key: str) -> tuple[dict[str, str], Callable[[Any], str | None]]:
     """
     prefix = f",{_key(key)}="
     texts: dict[str, str] = {}
+    numbers: dict[tuple[type, int], str] = {}  # int and bool values: (type, value) keys
 
     def tag_text(value: Any) -> str | None:
+        kind = type(value)
+        if kind is int or kind is bool:  # not float: -0.0 == 0.0 but their texts differ
+            made = numbers.get((kind, value))
+            if made is not None:
+                return made
         try:
             text = _tag_text(value)
         except ROW_ERRORS:
@@ -282,10 +308,14 @@ def _tag_texts(key: str) -> tuple[dict[str, str], Callable[[Any], str | None]]:
             return None
         else:
             made = prefix + text.translate(_ESCAPE_KEY)
-        if type(value) is str:  # only str: 1, 1.0 and True are equal keys with other texts
+        if kind is str:  # the generated code looks str values up in ``texts`` itself
             if len(texts) >= MAX_TAG_TEXTS:
                 texts.clear()
             texts[value] = made
+        elif kind is int or kind is bool:
+            if len(numbers) >= MAX_TAG_TEXTS:
+                numbers.clear()
+            numbers[(kind, value)] = made
         return made
 
     return texts, tag_text

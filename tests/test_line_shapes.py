@@ -119,8 +119,9 @@ def test_compiled_path_matches_the_generic_path(
     rows: list[Any], tags: list[str], time_key: str | None, precision: str
 ) -> None:
     tag_set = frozenset(tags)
-    encoder = _line_shapes.RowsEncoder("m e,a", tag_set, time_key, precision)
+    encoder = _line_shapes.RowsEncoder("m e,a", tag_set, time_key, precision, compile_after=1)
     assert encoder.encode(rows) == generic(rows, "m e,a", tag_set, time_key, precision)
+    assert encoder.encode(rows) == generic(rows, "m e,a", tag_set, time_key, precision)  # warm
 
 
 def test_shapes_change_within_a_chunk_and_the_order_is_kept() -> None:
@@ -134,7 +135,7 @@ def test_shapes_change_within_a_chunk_and_the_order_is_kept() -> None:
         {"t": "e", "v": 2**63, "time": 6},  # beyond int64: rejected by the generic path
         {"t": "f", "v": True, "time": 7},  # a bool where a float was: same shape
     ]
-    lines, good, bad = rows_encoder("m", ["t"], "time", "ns").encode(rows)
+    lines, good, bad = _line_shapes.RowsEncoder("m", ["t"], "time", "ns", compile_after=1).encode(rows)
     assert lines == [
         "m,t=a v=1.5 1",
         "m,t=b v=2 2",
@@ -146,22 +147,33 @@ def test_shapes_change_within_a_chunk_and_the_order_is_kept() -> None:
     assert bad == [rows[i] for i in (4, 5, 6)]
 
 
-def test_tag_texts_are_cached_per_str_value_only() -> None:
-    # 1, 1.0 and True are equal dict keys; their tag texts differ.
-    rows = [{"t": 1, "v": 0}, {"t": 1.0, "v": 0}, {"t": True, "v": 0}, {"t": "1", "v": 0}]
-    lines, _, _ = rows_encoder("m", ["t"], None, "ns").encode(rows)
-    assert lines == ["m,t=1 v=0i", "m,t=1.0 v=0i", "m,t=True v=0i", "m,t=1 v=0i"]
+def test_tag_texts_are_cached_by_type_and_value() -> None:
+    # 1, 1.0 and True are equal dict keys, as are 0.0 and -0.0; their tag texts differ.
+    rows = [{"t": v, "v": 0} for v in (1, 1.0, True, "1", 0.0, -0.0, False, 0)] * 2
+    lines, _, _ = _line_shapes.RowsEncoder("m", ["t"], None, "ns", compile_after=1).encode(rows)
+    texts = ["1", "1.0", "True", "1", "0.0", "-0.0", "False", "0"]
+    assert lines == [f"m,t={text} v=0i" for text in texts] * 2
 
 
 def test_a_bad_tag_value_is_rejected_every_time_it_is_seen() -> None:
     rows = [{"t": "a\nb", "v": 1}, {"t": "ok", "v": 2}, {"t": "a\nb", "v": 3}]
-    lines, _, bad = rows_encoder("m", ["t"], None, "ns").encode(rows)
+    lines, _, bad = _line_shapes.RowsEncoder("m", ["t"], None, "ns", compile_after=1).encode(rows)
     assert lines == ["m,t=ok v=2i"] and bad == [rows[0], rows[2]]
+
+
+def test_only_sets_of_keys_met_often_are_compiled() -> None:
+    # A key set costs a compile (as much as encoding hundreds of rows): rare ones never pay it.
+    encoder = _line_shapes.RowsEncoder("m", (), None, "ns", compile_after=3)
+    rare = [{f"k{i}": i} for i in range(50)]
+    often = [{"a": i, "b": 0.5} for i in range(5)]
+    lines, _, bad = encoder.encode(rare + often)
+    assert not bad and lines[-1] == "m a=4i,b=0.5" and len(lines) == 55
+    assert list(encoder._shapes) == [frozenset({"a", "b"})]
 
 
 def test_shapes_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_line_shapes, "MAX_SHAPES", 4)
-    encoder = _line_shapes.RowsEncoder("m", (), None, "ns")
+    encoder = _line_shapes.RowsEncoder("m", (), None, "ns", compile_after=1)
     rows = [{f"k{i}": i} for i in range(10)] * 2
     lines, _, bad = encoder.encode(rows)
     assert lines == [f"m k{i}={i}i" for i in range(10)] * 2 and not bad
@@ -178,7 +190,9 @@ def test_rows_with_many_keys_use_the_generic_path() -> None:
 def test_keys_are_never_part_of_the_generated_source() -> None:
     # A key that is Python code stays a key: it is escaped text in the line.
     key = "'); import os; os._exit(1) #"
-    lines, _, bad = rows_encoder("m", [key], None, "ns").encode([{key: key, "v{0}": "{0}"}])
+    encoder = _line_shapes.RowsEncoder("m", [key], None, "ns", compile_after=1)
+    lines, _, bad = encoder.encode([{key: key, "v{0}": "{0}"}])
+    assert next(iter(encoder._shapes.values())) is not None  # it was compiled
     assert not bad
     escaped = "');\\ import\\ os;\\ os._exit(1)\\ #"
     assert lines == [f'm,{escaped}={escaped} v{{0}}="{{0}}"']
@@ -190,3 +204,12 @@ def test_join_lines_leaves_out_lines_that_are_not_unicode() -> None:
     assert (body, refused) == (b"a v=1i\nc v=3i", [1])
     lines, _, bad = encode_rows_detailed([{"v": 1}, {"s": "\udc80"}], "m")
     assert lines == ["m v=1i"] and bad == [{"s": "\udc80"}]
+
+
+def test_the_destinations_encoder_compiles_a_steady_stream() -> None:
+    rows = [{"sensor": f"s{i % 4}", "value": i / 4, "i": i, "time": i} for i in range(200)]
+    encoder = rows_encoder("steady_stream", ["sensor"], "time", "ms")
+    lines, good, bad = encoder.encode(rows)
+    assert len(lines) == 200 and good == rows and not bad
+    assert encoder._shapes[frozenset(rows[0])] is not None
+    assert lines == generic(rows, "steady_stream", frozenset({"sensor"}), "time", "ms")[0]

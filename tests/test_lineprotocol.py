@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from influxdb_client import Point, WritePrecision
 
 from datalogger import InvalidData
+from datalogger._line_shapes import RowsEncoder
 from datalogger.lineprotocol import (
     LineProtocolError,
     encode_point,
@@ -344,10 +345,16 @@ def _expected_line(measurement: str, tag_keys: list[str], row: dict[str, Any]) -
 def test_rows_of_every_type_match_influxdb_client(chunk: tuple[str, list[str], list[dict[str, Any]]]) -> None:
     measurement, tag_keys, rows = chunk
     expected = [_expected_line(measurement, tag_keys, row) for row in rows]
-    lines, good, bad = encode_rows_detailed(rows, measurement, tag_keys, "time", "ns")
-    assert lines == [line for line in expected if line is not None]
-    assert good == [row for row, line in zip(rows, expected, strict=True) if line is not None]
-    assert bad == [row for row, line in zip(rows, expected, strict=True) if line is None]
+    want = (
+        [line for line in expected if line is not None],
+        [row for row, line in zip(rows, expected, strict=True) if line is not None],
+        [row for row, line in zip(rows, expected, strict=True) if line is None],
+    )
+    assert encode_rows_detailed(rows, measurement, tag_keys, "time", "ns") == want
+    # the compiled shapes (a set of keys is compiled once met often; here at once)
+    compiled = RowsEncoder(measurement, tag_keys, "time", "ns", compile_after=1)
+    assert compiled.encode(rows) == want
+    assert compiled.encode(rows) == want
 
 
 def test_rows_with_values_that_have_no_number_are_rejected_not_raised() -> None:
