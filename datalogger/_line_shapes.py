@@ -122,6 +122,8 @@ class RowsEncoder:
         tag_keys: the keys written as tags.
         time_key: the key of the timestamp, or None.
         precision: canonical precision (``ns``, ``us``, ``ms`` or ``s``).
+        compile_after: rows of a set of keys met before it is compiled
+            (:data:`COMPILE_AFTER`).
 
     Raises:
         LineProtocolError: the measurement is invalid.
