@@ -325,8 +325,10 @@ def test_a_slow_actor_subscriber_delays_no_one(dl: datalogger.DataLogger, slow_m
         with system.private() as ctx:
             assert isinstance(ctx.ask(slow, f"start:{topic}:{slow_max_pending}:0.1", 10.0), int)
             assert isinstance(ctx.ask(prompt, f"start:{topic}:1000:0", 10.0), int)
-        for i in range(1000):  # as the analytics middleware broadcasts
+        for i in range(1000):  # as the analytics middleware broadcasts, one request after another
             dl.broadcast({"i": i}, topic=topic)
+            time.sleep(0.005)  # broadcast() returns at once: requests, not the PubSub, set the pace
+        dl.flush(timeout=30)  # the handle's sender has handed every event to the PubSub actor
         last_broadcast = time.time()
         asked = time.monotonic()
         stats = {s["address"]: s for s in subscriber_stats(dl, topic)}
