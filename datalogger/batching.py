@@ -66,8 +66,10 @@ __all__ = [
 
 log = logging.getLogger("datalogger.client")
 
-LINGER = 0.05
-"""Seconds queued rows wait for more before they are sent (unless a chunk is full)."""
+LINGER = 0.2
+"""Seconds queued rows and events wait for more before they are sent (unless a chunk is full
+or a flush waits): every send costs the application's process a round trip of Thespian's
+transport, so fewer, fuller sends leave more of its time to the application."""
 MAX_EVENTS_PER_SEND = 500
 """Most broadcast events handed to the PubSub actor in one round."""
 MAX_EVENTS_PER_MESSAGE = 100
@@ -295,8 +297,12 @@ class ClientSender:
                     break
             if queue.closing and (time.monotonic() >= self._close_deadline or not queue.has_work()):
                 return False
-            if not queue.closing and not self._hurry and not queue.has_full_chunk():
-                queue.cond.wait(LINGER)  # let more rows gather
+            linger_until = time.monotonic() + LINGER  # let more rows gather (a put's notify
+            while not queue.closing and not self._hurry and not queue.has_full_chunk():  # wakes us)
+                left = linger_until - time.monotonic()
+                if left <= 0:
+                    break
+                queue.cond.wait(left)
             self._hurry = False
         self._back_off()
         self._warn_if_dropped()
@@ -401,7 +407,11 @@ class ClientSender:
         batch = self._queue.take_events(MAX_EVENTS_PER_SEND)
         if not batch:
             return
-        messages = _grouped(self._picklable(batch))
+        messages = _grouped(batch)
+        try:  # one pickling check for the whole batch; event by event only when it fails
+            pickle.dumps(messages, pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            messages = _grouped(self._picklable(batch))
         unpicklable = len(batch) - sum(len(m.events) for m in messages)
         try:
             self._link.broadcast(messages, patience=self._patience())
