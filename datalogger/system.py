@@ -547,14 +547,16 @@ def _wait_for_port(host: str, port: int, wait: float = PORT_WAIT) -> None:
             f"admin port {host}:{port} is already in use: a node runs there (use datalogger.connect)"
         )
     deadline = time.monotonic() + wait
-    while True:
+    while time.monotonic() < deadline:
         try:
             check_port_free(host, port, "admin port")
             return
         except DataLoggerError:
-            if time.monotonic() >= deadline:
-                raise
-        time.sleep(0.05)
+            time.sleep(0.05)
+    raise DataLoggerError(
+        f"admin port {host}:{port} is already in use: a node (or another program) listens there "
+        f"and did not let it go within {wait:g}s"
+    )
 
 
 def start(
@@ -747,6 +749,8 @@ def connect(
             raise exceptions.ConfigError(f"bind must be an address of this host, not {bind!r}")
     link = NodeLink(admin_port, connect_timeout, admin_host=target, bind=own)
     if require_node:
+        if not port_open(target, admin_port, timeout=min(1.0, connect_timeout), source=own):
+            raise NotRunning(f"no datalogger node is listening on {host}:{admin_port} (seen from {own})")
         link.request_router()
     handle = DataLogger(
         link,
