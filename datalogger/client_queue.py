@@ -22,8 +22,9 @@ from .messages import PubSubBroadcast
 
 __all__ = ["MAX_CHUNK_ROWS", "ClientQueue"]
 
-MAX_CHUNK_ROWS = 5000
-"""Most rows of one topic sent as one chunk."""
+MAX_CHUNK_ROWS = 1000
+"""Most rows of one topic sent as one chunk (pickling a chunk holds the interpreter lock the
+application's threads wait for: about 1 ms per 1,000 rows)."""
 
 Rows = list[Any]
 

@@ -123,7 +123,6 @@ class NodeLink:
         self._pool: list[Endpoint] = []
         self._refs = itertools.count(1)
         self._pid = os.getpid()
-        self._lost_since: float | None = None
         self.connected: bool | None = True if router is not None else None
         self.reconnects = 0
         self.last_error: str | None = None
@@ -184,8 +183,6 @@ class NodeLink:
                 self._router = None
                 self._routes.clear()
                 self._pubsub = None
-            if self.connected is not False:
-                self._lost_since = time.monotonic()
             self.connected = False
             self.last_error = reason
 

@@ -74,8 +74,8 @@ def test_log_nowait_through_a_node_restart_loses_nothing_and_never_waits(node: N
     assert set(stored) == set(range(streamer.sent))  # every row, those logged while it was down too
     assert streamer.refused == 0
     latencies = sorted(streamer.latencies)
-    assert latencies[-1] < 1.0  # no call waits for the node (what is left is the machine's load)
-    assert latencies[int(len(latencies) * 0.99)] < 0.001  # and a call costs microseconds
+    assert latencies[-1] < 1.0  # no call waits for the node (the outage lasts more)
+    assert latencies[int(len(latencies) * 0.99)] < 0.01  # a queue put (10 ms: a loaded machine)
     client = dl.stats()["client"]
     assert client["sent"] == streamer.sent and client["dropped"] == 0 and client["reconnects"] == 1
     dl.close()

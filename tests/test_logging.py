@@ -231,8 +231,8 @@ def test_records_logged_through_a_node_restart_all_arrive(
         assert sorted({row["n"] for row in node.rows("logs")}) == list(range(logged))
         assert handler.dropped == 0 and handler.shipped == logged
         latencies.sort()
-        assert latencies[-1] < 1.0  # no call waits for the node
-        assert latencies[int(len(latencies) * 0.99)] < MAX_MEAN_SECONDS
+        assert latencies[-1] < 1.0  # no call waits for the node (the outage lasts more)
+        assert latencies[int(len(latencies) * 0.99)] < 0.01  # a queue put (10 ms: a loaded machine)
     finally:
         stop.set()
         app_logger.removeHandler(handler)
