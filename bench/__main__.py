@@ -1,7 +1,7 @@
 """``python -m bench <case> [--quick | --smoke] [--rounds N] [--json PATH]``.
 
 Cases: postgres, influxdb, per_row, latency, topics, outage, wal_fsync,
-peer_vmagent, encoders, middleware, all; ``plot`` draws docs/img/throughput_vs_chunk.png.
+peer_vmagent, encoders, middleware, logging, all; ``plot`` draws docs/img/throughput_vs_chunk.png.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ CASES = {
     "wal_fsync": "bench.wal_fsync",
     "peer_vmagent": "bench.peer_vmagent",
     "encoders": "bench.encoders",
+    "middleware": "bench.middleware",
+    "logging": "bench.logging_handler",
 }
-ALL = [*CASES, "middleware"]
+ALL = list(CASES)
 
 
 def run_case(name: str, mode: Mode, json_path: str | None = None) -> Result:
@@ -52,8 +54,6 @@ def main(argv: list[str] | None = None) -> int:
         from . import plot
 
         return plot.main(mode, args.json)
-    if args.case == "middleware":
-        return _middleware(args)
     names = list(CASES) if args.case == "all" else [args.case]
     for name in names:
         json_path = args.json
@@ -61,18 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             path = Path(json_path)
             json_path = str(path.with_name(f"{path.stem}-{name}{path.suffix}"))
         run_case(name, mode, json_path)
-    if args.case == "all":
-        _middleware(args)
     return 0
-
-
-def _middleware(args: argparse.Namespace) -> int:
-    from . import middleware_latency
-
-    argv = ["--quick"] if (args.quick or args.smoke) else []
-    if args.rounds:
-        argv += ["--rounds", str(args.rounds)]
-    return middleware_latency.main(argv)
 
 
 if __name__ == "__main__":

@@ -61,8 +61,9 @@ BATCH = 1000
 RATE_ROWS = 10_000
 """Rows per second of the outage's steady load."""
 NOWAIT_ROWS = 100_000
-"""Rows of a ``log_nowait()`` run at most: its in-process queue holds 200,000, and a caller
-faster than the pipeline would see rows beyond that dropped (counted)."""
+"""Rows of a ``log_nowait()`` run at most: its in-process queue holds ``client_buffer_rows``
+(100,000 by default), and a caller faster than the pipeline would see rows beyond that dropped
+(counted)."""
 OUTAGE_BATCH = 500
 """Rows per call in the outage's steady load."""
 RETRY = {"max_attempts": 1_000_000, "initial_delay": 0.2, "max_delay": 5.0, "jitter": 0.1}

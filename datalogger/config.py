@@ -65,6 +65,27 @@ DESTINATION_TYPES: dict[str, str] = {
 TOP_LEVEL_OPTIONS: dict[str, tuple[Any, str]] = {
     "data_dir": (".datalogger", "Directory for dead letters, spill files and the write-ahead log."),
     "log_timeout": (30.0, "Seconds `log()` waits for the node to accept a chunk."),
+    "connect_timeout": (
+        2.0,
+        "Seconds a handle's call may take to get a message to the node; a blocking call raises"
+        " `NotRunning` when the node cannot be reached within it.",
+    ),
+    "client_buffer_rows": (
+        100_000,
+        "Rows `log_nowait()`, `broadcast()`, the middleware and the logging handler keep in the"
+        " application's memory while the node is away (and events, separately); beyond them rows"
+        " go to `spool_dir`, or are dropped and counted.",
+    ),
+    "spool_dir": (
+        None,
+        "Directory where a handle keeps on disk the rows it could not send yet; they survive a"
+        " restart of the application and are sent, in order, when the node is back.",
+    ),
+    "spool_max_bytes": (
+        1 << 30,
+        "Most bytes one process keeps in `spool_dir`; beyond them (or on a full disk) rows wait in"
+        " memory, then are dropped and counted.",
+    ),
     "shutdown_timeout": (
         10.0,
         "Seconds shutdown waits for buffers to be delivered before spilling them.",
@@ -263,6 +284,10 @@ class Config:
     data_dir: str = ".datalogger"
     log_timeout: float = 30.0
     shutdown_timeout: float = 10.0
+    connect_timeout: float = 2.0
+    client_buffer_rows: int = 100_000
+    spool_dir: str | None = None
+    spool_max_bytes: int = 1 << 30
     wal: WalSettings = WalSettings()
     process_status: ProcessStatusSettings = ProcessStatusSettings()
     health_failing_after: float = 60.0
@@ -494,6 +519,9 @@ def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | No
         raise ConfigError("process_status.adapter must be a string and process_status.options a table")
     dashboard = _dashboard(raw.get("dashboard", {}))
     data_dir = os.path.abspath(os.fspath(data_dir))
+    spool_dir = raw.get("spool_dir")
+    if spool_dir is not None and not isinstance(spool_dir, (str, os.PathLike)):
+        raise ConfigError(f"spool_dir must be a path, not {spool_dir!r}")
     if status.adapter == "sqlite" and "path" not in status.options:
         status = attrs.evolve(
             status, options={**status.options, "path": os.path.join(data_dir, "process_status.db")}
@@ -508,6 +536,12 @@ def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | No
         health_failing_after=float(_number("health_failing_after", raw.get("health_failing_after", 60.0))),
         log_timeout=float(_number("log_timeout", raw.get("log_timeout", 30.0))),
         shutdown_timeout=float(_number("shutdown_timeout", raw.get("shutdown_timeout", 10.0))),
+        connect_timeout=float(_number("connect_timeout", raw.get("connect_timeout", 2.0), minimum=0.01)),
+        client_buffer_rows=int(
+            _number("client_buffer_rows", raw.get("client_buffer_rows", 100_000), minimum=1)
+        ),
+        spool_dir=os.path.abspath(os.fspath(spool_dir)) if spool_dir is not None else None,
+        spool_max_bytes=int(_number("spool_max_bytes", raw.get("spool_max_bytes", 1 << 30), minimum=1)),
     )
 
 

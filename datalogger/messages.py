@@ -81,6 +81,9 @@ class ConfigureNode:
     """``host:port`` of the convention leader; None when this node leads."""
     capabilities: tuple[str, ...] = ()
     """Capabilities of this node."""
+    owner: tuple[int, float | None] | None = None
+    """``(pid, start time)`` of the process that started the node: when it is gone (even
+    killed with SIGKILL), the node stops too. None: the node outlives its starter."""
 
 
 @attrs.frozen

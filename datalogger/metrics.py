@@ -30,8 +30,13 @@ Metrics, labelled ``{topic, destination}`` unless noted:
   (alert on ``time() - datalogger_failing_since_timestamp_seconds > 60``);
 - dead letters on disk: ``datalogger_dead_letters`` and ``datalogger_dead_letter_rows``;
 - without labels: ``datalogger_rejected_calls_total``, ``datalogger_up`` (1 when ``stats()``
-  answered this scrape) and, when ``log_nowait`` was used in the serving process,
-  ``datalogger_client_queued_rows`` and ``datalogger_client_{sent,dropped,errors}_total``;
+  answered this scrape);
+- the handle's own client counters (``stats()["client"]``, or ``client_stats_fn``, which
+  answers even while the node is away): gauges ``datalogger_client_queued_rows`` (memory),
+  ``datalogger_client_spooled_rows`` (``spool_dir``), ``datalogger_client_connected`` (0/1),
+  counters ``datalogger_client_{sent,dropped,spooled,errors,reconnects}_total`` and
+  ``datalogger_client_events_{sent,dropped}_total``. In a pre-fork web server each worker
+  process has its own handle and counters;
 - the node's PubSub actor (``datalogger run --metrics-port``, or ``pubsub_fn``):
   ``datalogger_pubsub_broadcasts_total{topic}``, ``datalogger_pubsub_subscribers{topic}``,
   and per subscriber ``datalogger_pubsub_events_{delivered,dropped}_total{topic,subscriber}``
@@ -58,7 +63,15 @@ except ImportError as exc:  # an optional dependency
         "Prometheus metrics need prometheus-client: pip install 'datalogger[metrics]'"
     ) from exc
 
-__all__ = ["COUNTERS", "GAUGES", "StatsCollector", "serve_metrics", "serve_node_metrics"]
+__all__ = [
+    "CLIENT_COUNTERS",
+    "CLIENT_GAUGES",
+    "COUNTERS",
+    "GAUGES",
+    "StatsCollector",
+    "serve_metrics",
+    "serve_node_metrics",
+]
 
 log = logging.getLogger("datalogger.metrics")
 
@@ -125,6 +138,9 @@ class StatsCollector(Collector):
             the dead-letter gauges out.
         pubsub_fn: returns a dict shaped like ``datalogger.pubsub.stats()``;
             ``None`` leaves the pubsub families out.
+        client_stats_fn: returns the handle's client counters
+            (``DataLogger.client_stats``); used instead of ``stats()["client"]``,
+            and still answered while the node is away.
 
     A failing ``stats_fn`` does not fail the scrape: ``datalogger_up`` is 0
     and the other families are left out; a failing ``pubsub_fn`` leaves the
@@ -136,10 +152,12 @@ class StatsCollector(Collector):
         stats_fn: Callable[[], Mapping[str, Any]],
         dead_letter_dir: str | os.PathLike[str] | None = None,
         pubsub_fn: Callable[[], Mapping[str, Any]] | None = None,
+        client_stats_fn: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self._stats_fn = stats_fn
         self._dead_letter_dir = dead_letter_dir
         self._pubsub_fn = pubsub_fn
+        self._client_stats_fn = client_stats_fn
 
     def collect(self) -> Iterator[Metric]:
         """Yield the metric families of one scrape."""
@@ -150,6 +168,7 @@ class StatsCollector(Collector):
             log.warning("metrics: stats() failed: %s", exc)
             up.add_metric([], 0)
             yield up
+            yield from self._client()
             yield from self._dead_letters()
             return
         up.add_metric([], 1)
@@ -160,11 +179,19 @@ class StatsCollector(Collector):
         )
         rejected.add_metric([], float(stats.get("rejected") or 0))
         yield rejected
-        client = stats.get("client")
-        if client:
-            yield from _client_metrics(client)
+        yield from self._client(stats.get("client"))
         yield from self._dead_letters()
         yield from self._pubsub()
+
+    def _client(self, client: Mapping[str, Any] | None = None) -> Iterator[Metric]:
+        if self._client_stats_fn is not None:
+            try:
+                client = self._client_stats_fn()
+            except Exception as exc:  # never fails the scrape
+                log.warning("metrics: client_stats() failed: %s", exc)
+                return
+        if client:
+            yield from _client_metrics(client)
 
     def _pubsub(self) -> Iterator[Metric]:
         if self._pubsub_fn is None:
@@ -279,18 +306,35 @@ def _pubsub_metrics(stats: Mapping[str, Any]) -> Iterator[Metric]:
     yield from (broadcasts, subscribers, delivered, dropped, pending)
 
 
+#: client counter -> (metric name without ``_total``, help text).
+CLIENT_COUNTERS: dict[str, tuple[str, str]] = {
+    "sent": ("datalogger_client_sent", "Rows this process's handle sent to the node."),
+    "dropped": (
+        "datalogger_client_dropped",
+        "Rows this process's handle dropped: memory and spool full, or refused by the node.",
+    ),
+    "spooled_total": ("datalogger_client_spooled", "Rows this process's handle wrote to spool_dir."),
+    "events_sent": ("datalogger_client_events_sent", "Broadcast events sent to the node."),
+    "events_dropped": ("datalogger_client_events_dropped", "Broadcast events dropped (queue full)."),
+    "errors": ("datalogger_client_errors", "Failed sends of the handle's background sender."),
+    "reconnects": ("datalogger_client_reconnects", "Times the handle found its node again."),
+}
+
+#: client value -> (metric name, help text), for values that go up and down.
+CLIENT_GAUGES: dict[str, tuple[str, str]] = {
+    "queued": ("datalogger_client_queued_rows", "Rows queued in this process's memory, not yet sent."),
+    "spooled": ("datalogger_client_spooled_rows", "Rows waiting in spool_dir, not yet sent."),
+    "connected": ("datalogger_client_connected", "1 while the handle reaches its node, else 0."),
+}
+
+
 def _client_metrics(client: Mapping[str, Any]) -> Iterator[Metric]:
-    queued = GaugeMetricFamily(
-        "datalogger_client_queued_rows", "Rows queued by log_nowait in this process, not yet sent."
-    )
-    queued.add_metric([], float(client.get("queued") or 0))
-    yield queued
-    for key, text in (
-        ("sent", "Rows log_nowait sent to the node."),
-        ("dropped", "Rows log_nowait dropped (queue full or refused)."),
-        ("errors", "Failed sends of log_nowait chunks."),
-    ):
-        family = CounterMetricFamily(f"datalogger_client_{key}", text)
+    for key, (name, text) in CLIENT_GAUGES.items():
+        gauge = GaugeMetricFamily(name, text)
+        gauge.add_metric([], float(client.get(key) or 0))
+        yield gauge
+    for key, (name, text) in CLIENT_COUNTERS.items():
+        family = CounterMetricFamily(name, text)
         family.add_metric([], float(client.get(key) or 0))
         yield family
 
@@ -302,6 +346,7 @@ def serve_metrics(
     *,
     dead_letter_dir: str | os.PathLike[str] | None = None,
     pubsub_fn: Callable[[], Mapping[str, Any]] | None = None,
+    client_stats_fn: Callable[[], Mapping[str, Any]] | None = None,
 ) -> Any:
     """Serve Prometheus metrics of ``stats_fn`` on ``http://addr:port/metrics``.
 
@@ -316,12 +361,14 @@ def serve_metrics(
             keep the default loopback address unless a proxy guards it.
         dead_letter_dir: ``<data_dir>/dead_letters`` for the dead-letter gauges.
         pubsub_fn: returns ``datalogger.pubsub.stats()``, for the pubsub families.
+        client_stats_fn: the handle's ``client_stats`` (its client counters,
+            exported even while the node is away).
 
     Returns:
         The HTTP server; ``server.shutdown()`` then ``server.server_close()`` stops it.
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatsCollector(stats_fn, dead_letter_dir, pubsub_fn))
+    registry.register(StatsCollector(stats_fn, dead_letter_dir, pubsub_fn, client_stats_fn))
     server, _thread = start_http_server(port, addr=addr, registry=registry)
     return server
 
@@ -342,4 +389,5 @@ def serve_node_metrics(handle: Any, port: int) -> Any:
         "127.0.0.1",
         dead_letter_dir=dead_letter_dir,
         pubsub_fn=lambda: pubsub.stats(handle, timeout=2.0),
+        client_stats_fn=getattr(handle, "client_stats", None),
     )

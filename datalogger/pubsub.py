@@ -116,8 +116,11 @@ def broadcast(
 ) -> None:
     """Send ``event`` to every subscriber of ``topic``.
 
-    Returns as soon as the PubSub actor has the event (one ``tell``); it never
-    waits for subscribers. Nothing is stored: log the event separately.
+    With a :class:`~datalogger.DataLogger` this is :meth:`DataLogger.broadcast`:
+    a queue put, sent by the handle's background thread, that never waits for
+    the node. With an ``ActorSystem`` it returns as soon as the PubSub actor
+    has the event (one ``tell``). It never waits for subscribers. Nothing is
+    stored: log the event separately.
 
     Args:
         handle_or_system: a :class:`~datalogger.DataLogger` or a Thespian ``ActorSystem``.
@@ -132,6 +135,12 @@ def broadcast(
         InvalidTopic: ``topic`` is malformed.
         NotRunning: the handle was shut down.
     """
+    queue_event = getattr(handle_or_system, "_sender", None) and getattr(handle_or_system, "broadcast", None)
+    if queue_event is not None:  # a DataLogger: a queue put, sent by its background thread
+        if getattr(handle_or_system, "_closed", False):
+            raise NotRunning("this datalogger handle has been shut down")
+        queue_event(event, topic=topic, scope=scope)
+        return
     if scope not in SCOPES:
         raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
     topic = validate_topic(topic)

@@ -123,23 +123,10 @@ class SpillQueue:
         more than ``max_rows`` rows. The pop is committed (the cursor saved)
         before this returns.
         """
-        if self._closed:
-            raise ValueError(f"spill queue {os.fspath(self._dir)!r} is closed")
-        taken: list[tuple[int, Rows]] = []
-        rows = 0
-        consumed: list[int] = []
-        with closing(self._frames()) as frames:
-            for index, end, seq, chunk in frames:
-                if taken and rows + len(chunk) > max_rows:
-                    break
-                taken.append((seq, chunk))
-                rows += len(chunk)
-                consumed = [i for i in self._segments if i < index]
-                self._read = (index, end)
-                if rows >= max_rows:
-                    break
+        taken, rows, consumed, read = self._select(max_rows)
         if not taken:
             return taken
+        self._read = read
         self._chunks -= len(taken)
         self._rows -= rows
         if self._chunks <= 0:
@@ -155,6 +142,34 @@ class SpillQueue:
             self._segments.remove(index)
             self._segment(index).unlink(missing_ok=True)
         return taken
+
+    def peek(self, max_rows: int) -> list[tuple[int, Rows]]:
+        """The chunks :meth:`pop` would return now, without removing them.
+
+        For a consumer that commits only once it has handed the chunks on:
+        ``peek``, hand on, then ``pop`` the same ``max_rows``.
+        """
+        return self._select(max_rows)[0]
+
+    def _select(self, max_rows: int) -> tuple[list[tuple[int, Rows]], int, list[int], tuple[int, int]]:
+        """(chunks, rows, segments fully read, read position after them) from the front."""
+        if self._closed:
+            raise ValueError(f"spill queue {os.fspath(self._dir)!r} is closed")
+        taken: list[tuple[int, Rows]] = []
+        rows = 0
+        consumed: list[int] = []
+        read = self._read
+        with closing(self._frames()) as frames:
+            for index, end, seq, chunk in frames:
+                if taken and rows + len(chunk) > max_rows:
+                    break
+                taken.append((seq, chunk))
+                rows += len(chunk)
+                consumed = [i for i in self._segments if i < index]
+                read = (index, end)
+                if rows >= max_rows:
+                    break
+        return taken, rows, consumed, read
 
     def sync(self, *, force: bool = False) -> None:
         """Apply the fsync policy to pushes now (call periodically with ``"interval"``)."""

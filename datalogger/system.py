@@ -7,62 +7,44 @@
     with datalogger.start({"destinations": {"db": {"type": "sqlite", "path": "x.db"}}}) as dl:
         dl.log("green", [{"id": 1}])
         dl.flush()
+
+A handle is a connection that heals: when its node goes away and comes back on
+the same admin port, the next call works (see :mod:`datalogger.connection`).
+Its fire-and-forget calls (``log_nowait``, ``broadcast``) never wait for the
+node (see :mod:`datalogger.batching`).
 """
 
 from __future__ import annotations
 
-import itertools
+import atexit
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+import weakref
 from typing import Any
 
 from thespian.actors import ActorSystem
 
 from . import exceptions
-from ._startup import check_data_dir, reap_on_failure
-from ._thespian import (
-    ADMIN_HOST_CAPABILITY,
-    ALLOWED_CAPABILITY,
-    BIND_CAPABILITY,
-    DEFAULT_ADMIN_PORT,
-    DEFAULT_BIND,
-    LEADER_CAPABILITY,
-    NODE_CAPABILITY,
-    address_towards,
-    check_allowed,
-    check_port_free,
-    default_allowed,
-    is_own_address,
-    log_defs,
-    port_open,
-    resolve,
-)
-from .actors.root_supervisor import ROOT_NAME, RootSupervisor
-from .batching import ClientBatcher
-from .config import Config, load_config, resolve_class
-from .exceptions import DataLoggerError, DeliveryTimeout, NotRunning
+from ._endpoint import Endpoint, actor_system
+from .actors.pubsub import SCOPES
+from .batching import ClientSender
+from .config import Config, resolve_class
+from .connection import Link, LocalLink, NodeLink
+from .exceptions import DataLoggerError, DeliveryTimeout, InvalidInput, NotRunning
 from .messages import (
-    ConfigureNode,
-    DirectLog,
     FlushReply,
     FlushRequest,
     LastProcessedReply,
     LastProcessedRequest,
-    Log,
-    LogAccepted,
     LogRejected,
-    NodeReady,
     NodesReply,
     NodesRequest,
-    NodeStartFailed,
     ProcessStatusInfo,
     ProcessStatusInfoRequest,
     ProcessStatusReset,
     ProcessStatusResetDone,
-    RouteCheck,
-    RouteStatus,
+    PubSubBroadcast,
     ShutdownReady,
     ShutdownRequest,
     StatsReply,
@@ -72,53 +54,75 @@ from .validation import normalize_data, require_rows, validate_topic
 
 __all__ = ["DataLogger", "connect", "get_default", "log", "start"]
 
-BASES = ("multiprocTCPBase", "simpleSystemBase")
-START_TIMEOUT = 30.0
-"""Seconds a node gets to answer that it is ready."""
-ROUTE_PROBE = 1.0
-"""Seconds a direct ``log()`` waits before checking that its route is still alive."""
+EXIT_TIMEOUT = 5.0
+"""Seconds each handle may take, when the process exits, to send (or spool) what it queued."""
+_KNOWN_TOPICS_MAX = 4096
 
 _default: DataLogger | None = None
 _default_lock = threading.Lock()
+_handles: weakref.WeakSet[DataLogger] = weakref.WeakSet()
 
 
 class DataLogger:
-    """A handle on a running node, returned by :func:`start` and :func:`connect`.
+    """A handle on a node, returned by :func:`start` and :func:`connect`.
 
-    Thread-safe: calls from several threads are serialised.
+    Thread-safe, and no call holds a lock while it waits for the node: each
+    call that waits borrows a private endpoint. Usable in a process forked
+    after it was made (the child sends its own rows over its own sockets).
     """
 
     def __init__(
         self,
-        system: ActorSystem,
-        router: Any,
+        link: Link,
         *,
+        system: ActorSystem | None = None,
         config: Config | None,
         owns_system: bool,
         admin_port: int | None,
         log_timeout: float = 30.0,
+        connect_timeout: float = 2.0,
+        client_buffer_rows: int = 100_000,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int = 1 << 30,
     ) -> None:
-        self._system = system
-        self._router = router
+        self._link = link
+        self._actor_system = system
         self.config = config
         self.owns_system = owns_system
         self.admin_port = admin_port
         self.log_timeout = log_timeout
-        self._lock = threading.Lock()
-        self._refs = itertools.count(1)
+        self.connect_timeout = connect_timeout
+        self.client_buffer_rows = int(client_buffer_rows)
+        if self.client_buffer_rows < 1:
+            raise exceptions.ConfigError(f"client_buffer_rows must be at least 1, not {client_buffer_rows}")
+        self.spool_dir = os.path.abspath(os.fspath(spool_dir)) if spool_dir is not None else None
+        self.spool_max_bytes = int(spool_max_bytes)
+        self._lock = threading.Lock()  # for datalogger.pubsub's use of ``_system``; never held here
+        self._client_lock = threading.Lock()
         self._closed = False
+        self._owner_pid = os.getpid()
         self._destinations: dict[str, Any] = {}
-        self._batcher: ClientBatcher | None = None
-        self._routes: dict[str, Any] = {}
+        self._client: ClientSender | None = None
+        self._known_topics: set[str] = set()
         self._rows_only: dict[str, bool] = {}
-        self._batcher_lock = threading.Lock()
         #: ``host:port`` of the node's admin (None on ``simpleSystemBase``).
         self.node: str | None = None
+        _handles.add(self)
+        if self.spool_dir is not None:
+            self._sender()  # rows an earlier run left in the spool go out now
 
     @property
     def router(self) -> Any:
         """The RootSupervisor's address: ``ActorSystem().tell(dl.router, Log(topic, data))``."""
-        return self._router
+        return self._link.router
+
+    @property
+    def _system(self) -> ActorSystem:
+        """An ActorSystem to reach the node's actors with (the node's own for :func:`start`)."""
+        if self._actor_system is None:
+            assert isinstance(self._link, NodeLink)
+            self._actor_system = actor_system(self._link.admin_port, self._link.admin_host, self._link.bind)
+        return self._actor_system
 
     def destination(self, name: str) -> Any:
         """A local instance of the configured destination ``name``, built on first use.
@@ -156,20 +160,13 @@ class DataLogger:
         self._destinations.clear()
 
     # ------------------------------------------------------------------ requests
-    def _request(self, message_for: Any, expected: tuple[type, ...], timeout: float) -> Any:
+    def _check_open(self) -> None:
         if self._closed:
             raise NotRunning("this datalogger handle has been shut down")
-        with self._lock:
-            ref = next(self._refs)
-            deadline = time.monotonic() + timeout
-            reply = self._system.ask(self._router, message_for(ref), timeout)
-            while True:
-                if reply is not None and isinstance(reply, expected) and getattr(reply, "ref", ref) == ref:
-                    return reply
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise DeliveryTimeout(f"no answer from the node within {timeout:g}s")
-                reply = self._system.listen(remaining)
+
+    def _request(self, message_for: Any, expected: tuple[type, ...], timeout: float) -> Any:
+        self._check_open()
+        return self._link.request(message_for, expected, timeout)
 
     def log(self, topic: str, data: Any, timeout: float | None = None) -> int:
         """Log ``data`` (a row or a list of rows) to ``topic``; return the chunk's sequence number.
@@ -184,28 +181,24 @@ class DataLogger:
             InvalidTopic: the topic is malformed, or no destination takes it.
             InvalidData: the data is not rows (for a destination that stores
                 rows), or cannot be serialised.
+            NotRunning: the node could not be reached within ``connect_timeout``
+                (it is down, restarting or not answering); the same handle works
+                again once the node is back.
             Backpressure: a destination with ``overflow = "block"`` stayed full.
             StorageError: the node cannot write the topic's write-ahead log
                 (a full or read-only disk); the message names the path.
-            DeliveryTimeout: the node did not answer within ``timeout``.
+            DeliveryTimeout: the node took the chunk but did not answer within ``timeout``.
         """
+        self._check_open()
         topic = validate_topic(topic)
         rows = self._check_rows(topic, normalize_data(data))
         wait = self.log_timeout if timeout is None else timeout
-        route = self._routes.get(topic)
-        if route is not None:
-            reply = self._log_direct(topic, rows, route, wait)
-        else:
-            reply = self._request(
-                lambda ref: Log(topic, rows, True, ref), (LogAccepted, LogRejected), wait
-            )
+        reply = self._link.log(topic, rows, wait)
         if isinstance(reply, LogRejected):
             error = getattr(exceptions, reply.error, DataLoggerError)
             if not (isinstance(error, type) and issubclass(error, DataLoggerError)):
                 error = DataLoggerError
             raise error(reply.message)
-        if reply.route is not None:
-            self._routes[topic] = reply.route
         return int(reply.seq)
 
     def _check_rows(self, topic: str, items: list[Any]) -> list[Any]:
@@ -219,66 +212,77 @@ class DataLogger:
             require_rows(items, topic)
         return items
 
-    def _log_direct(self, topic: str, rows: list[dict[str, Any]], route: Any, timeout: float) -> Any:
-        """Send a chunk straight to the topic's TopicSupervisor (learnt from an earlier answer).
+    def _checked_topic(self, topic: str) -> str:
+        if topic in self._known_topics:
+            return topic
+        topic = validate_topic(topic)
+        if len(self._known_topics) < _KNOWN_TOPICS_MAX:
+            self._known_topics.add(topic)
+        return topic
 
-        If no answer comes within :data:`ROUTE_PROBE` seconds, ask the router
-        whether that supervisor is still the topic's; if it is not (it crashed
-        and was restarted), the chunk never reached it: send it through the router.
-        """
-        if self._closed:
-            raise NotRunning("this datalogger handle has been shut down")
-        with self._lock:
-            ref = next(self._refs)
-            deadline = time.monotonic() + timeout
-            self._system.tell(route, DirectLog(topic, rows, ref))
-            direct = True
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise DeliveryTimeout(f"no answer from the node within {timeout:g}s")
-                reply = self._system.listen(min(remaining, ROUTE_PROBE) if direct else remaining)
-                if isinstance(reply, (LogAccepted, LogRejected)) and reply.ref == ref:
-                    return reply
-                if isinstance(reply, RouteStatus) and reply.ref == ref and not reply.current:
-                    # the supervisor died before taking the chunk: go through the router
-                    self._routes.pop(topic, None)
-                    direct = False
-                    ref = next(self._refs)
-                    self._system.tell(self._router, Log(topic, rows, True, ref))
-                elif reply is None and direct:
-                    # silence: ask again whether the supervisor is alive (a slow one is)
-                    self._system.tell(self._router, RouteCheck(topic, route, ref))
+    def _sender(self) -> ClientSender:
+        client = self._client
+        if client is None:
+            with self._client_lock:
+                client = self._client
+                if client is None:
+                    self._check_open()
+                    client = self._client = ClientSender(
+                        self._link,
+                        buffer_rows=self.client_buffer_rows,
+                        spool_dir=self.spool_dir,
+                        spool_max_bytes=self.spool_max_bytes,
+                        log_timeout=self.log_timeout,
+                    )
+        return client
 
-    def log_nowait(self, topic: str, data: Any) -> None:
+    def log_nowait(self, topic: str, data: Any) -> bool:
         """Queue ``data`` for ``topic`` in this process and return at once.
 
-        Rows are checked here and sent in chunks by a background thread (see
-        :mod:`datalogger.batching`). They are safe from a crash of this process
-        only once :meth:`flush` has returned; rows beyond the queue's bound are
-        dropped and counted in ``stats()["client"]``.
+        The rows are checked here, then sent in chunks by the handle's
+        background thread, which keeps them while the node is away (in memory,
+        up to ``client_buffer_rows``, then in ``spool_dir`` if set) and sends
+        them when it is back (see :mod:`datalogger.batching`). They are in the
+        node's write-ahead log once :meth:`flush` has returned.
+
+        Returns:
+            True when the rows were queued; False when they were dropped because
+            the queue was full (counted in ``stats()["client"]["dropped"]`` and
+            warned about).
 
         Raises:
             InvalidTopic, InvalidData: as :meth:`log`.
+            NotRunning: the handle was closed.
         """
-        if self._closed:
-            raise NotRunning("this datalogger handle has been shut down")
-        batcher = self._batcher
-        if batcher is None:
-            with self._batcher_lock:  # not self._lock: a request in flight must not block this
-                if self._batcher is None:
-                    self._batcher = ClientBatcher(self.log)
-                batcher = self._batcher
-        if self.config is not None and type(data) is not dict:  # a row is fine for every topic
-            # refuse here what the node would refuse (the batcher checks the rest)
-            self._check_rows(validate_topic(topic), data if isinstance(data, list) else [data])
-        batcher.add(topic, data)
+        topic = self._checked_topic(topic)
+        rows = self._check_rows(topic, normalize_data(data))
+        return (self._client or self._sender()).put(topic, rows)
 
-    def broadcast(self, event: Any, topic: str = "requests", scope: str = "local") -> None:
-        """Fan ``event`` out to the subscribers of ``topic`` (see :mod:`datalogger.pubsub`)."""
-        from . import pubsub
+    def _put_trusted(self, topic: str, row: dict[str, Any]) -> bool:
+        """Queue a row built by datalogger itself (already checked); see :meth:`log_nowait`."""
+        return (self._client or self._sender()).put_one(topic, row)
 
-        pubsub.broadcast(self, event, topic=topic, scope=scope)
+    def broadcast(self, event: Any, topic: str = "requests", scope: str = "local") -> bool:
+        """Fan ``event`` out to the subscribers of ``topic`` (see :mod:`datalogger.pubsub`).
+
+        Queued and sent by the background thread like :meth:`log_nowait`: it
+        never waits for the node. Events are kept in memory only (up to
+        ``client_buffer_rows``) while the node is away; beyond that they are
+        dropped and counted (``stats()["client"]["events_dropped"]``).
+
+        Raises:
+            InvalidInput: ``scope`` is unknown.
+            InvalidTopic: ``topic`` is malformed.
+            NotRunning: the handle was closed.
+        """
+        if scope not in SCOPES:
+            raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+        topic = self._checked_topic(topic)
+        if isinstance(self._link, LocalLink):  # the node runs in this thread's calls: no queue
+            self._check_open()
+            self._link.broadcast([PubSubBroadcast(topic, event, scope)])
+            return True
+        return (self._client or self._sender()).put_event(PubSubBroadcast(topic, event, scope))
 
     def subscribe(self, topic: str = "requests", callback: Any = None, max_pending: int = 1000) -> Any:
         """Subscribe to ``topic``'s events; returns a :class:`datalogger.pubsub.Subscription`."""
@@ -289,17 +293,23 @@ class DataLogger:
     def flush(self, timeout: float = 30.0) -> None:
         """Return once everything accepted so far is delivered (or dead-lettered).
 
-        Rows queued with :meth:`log_nowait` are sent first.
+        Rows queued with :meth:`log_nowait` (and left in the spool) are sent
+        first; if the node is away, they wait for it within ``timeout``. When
+        this returns, the process status of every topic is stored, so
+        :meth:`last_processed` is current.
 
         Raises:
             StorageError: a topic cannot be flushed because its write-ahead log
                 cannot be opened (named, with the reason).
-            DeliveryTimeout: naming the topics still pending after ``timeout`` seconds.
+            DeliveryTimeout: naming the topics (or client rows) still pending after ``timeout`` seconds.
+            NotRunning: the node could not be reached.
         """
-        if self._batcher is not None:
-            self._batcher.flush(timeout)
+        deadline = time.monotonic() + timeout
+        if self._client is not None:
+            self._client.flush(timeout)
+        remaining = max(0.0, deadline - time.monotonic())
         reply: FlushReply = self._request(
-            lambda ref: FlushRequest(timeout, ref), (FlushReply,), timeout + 10.0
+            lambda ref: FlushRequest(remaining, ref), (FlushReply,), remaining + 10.0
         )
         if reply.broken:
             raise exceptions.StorageError(
@@ -311,24 +321,37 @@ class DataLogger:
                 f"flush: topics still pending after {timeout:g}s: {', '.join(sorted(reply.pending))}"
             )
 
+    def client_stats(self) -> dict[str, Any]:
+        """This handle's own counters, without asking the node (it may be away).
+
+        ``{"queued": rows in memory, "spooled": rows in spool_dir, "sent": rows,
+        "dropped": rows, "events_sent", "events_dropped", "errors", "last_error",
+        "connected", "reconnects", ...}``: see :class:`datalogger.batching.ClientSender`.
+        """
+        if self._client is not None:
+            return self._client.stats()
+        return {
+            "queued": 0, "spooled": 0, "sent": 0, "dropped": 0, "spooled_total": 0,
+            "events_queued": 0, "events_sent": 0, "events_dropped": 0, "errors": 0,
+            "last_error": None, "spool_error": None, "buffer_rows": self.client_buffer_rows,
+            "spool_dir": self.spool_dir,
+            **self._link.status(),
+        }
+
     def stats(self) -> dict[str, Any]:
-        """Counters per topic and destination.
+        """Counters per topic and destination, and this handle's own under ``"client"``.
 
         ``{"topics": {topic: {destination: {"received": rows, "delivered": rows,
         "failed": attempts, "retried": attempts, "dead_lettered": rows, "spilled": rows,
-        "dropped": rows, "buffered": rows, ...}}}, "rejected": calls}``
+        "dropped": rows, "buffered": rows, ...}}}, "rejected": calls,
+        "client": {...}}``; ``"client"`` is :meth:`client_stats`.
+
+        Raises:
+            NotRunning: the node could not be reached (:meth:`client_stats` still answers).
         """
         reply: StatsReply = self._request(lambda ref: StatsRequest(ref), (StatsReply,), 20.0)
         stats = dict(reply.stats)
-        if self._batcher is not None:
-            b = self._batcher
-            stats["client"] = {
-                "queued": b.pending(),
-                "sent": b.sent,
-                "dropped": b.dropped,
-                "errors": b.errors,
-                "last_error": b.last_error,
-            }
+        stats["client"] = self.client_stats()
         return stats
 
     # ------------------------------------------------------------------ process status
@@ -365,15 +388,24 @@ class DataLogger:
         """Forget the whole process status, in memory and in storage (for tests)."""
         self._request(lambda ref: ProcessStatusReset(ref), (ProcessStatusResetDone,), 20.0)
 
+    # ------------------------------------------------------------------ ending
     def shutdown(self, timeout: float | None = None) -> int:
-        """Deliver what can be delivered within ``timeout``, spill the rest, stop the node.
+        """Send what this handle queued, deliver what can be delivered within ``timeout``,
+        spill the rest, stop the node.
+
+        In a process forked after :func:`start`, the node belongs to the parent:
+        this only closes the child's handle (as :meth:`close`).
 
         Returns:
             Rows left on disk for the next start.
         """
         if self._closed:
             return 0
+        if os.getpid() != self._owner_pid:
+            self.close()
+            return 0
         wait = self.config.shutdown_timeout if (timeout is None and self.config) else (timeout or 10.0)
+        self._close_client(wait)
         spilled = 0
         try:
             reply: ShutdownReady = self._request(
@@ -383,21 +415,37 @@ class DataLogger:
         finally:
             self._closed = True
             self._close_destinations()
-            self._system.shutdown()
+            if self.owns_system and self._actor_system is not None:
+                self._actor_system.shutdown()
+            else:
+                _stop_admin(self._link)
             _forget(self)
         return spilled
 
-    def _close_batcher(self, timeout: float) -> None:
-        if self._batcher is not None:
-            self._batcher.close(timeout)
-            self._batcher = None
+    def _close_client(self, timeout: float) -> None:
+        if self._client is not None:
+            self._client.close(timeout)
 
-    def close(self) -> None:
-        """Let go of the node without stopping it (for handles from :func:`connect`)."""
-        self._close_batcher(10.0)
+    def close(self, timeout: float = 10.0) -> None:
+        """Let go of the node without stopping it (for handles from :func:`connect`).
+
+        Rows still queued are sent within ``timeout`` seconds; what cannot be
+        sent stays in ``spool_dir`` if set, else it is counted as dropped.
+        """
+        if self._closed:
+            return
+        self._close_client(timeout)
         self._closed = True
         self._close_destinations()
         _forget(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: new locks, endpoints and sender; the parent's queue stays the parent's."""
+        self._lock = threading.Lock()
+        self._client_lock = threading.Lock()
+        self._link.after_fork()
+        if self._client is not None:
+            self._client.after_fork()
 
     def __enter__(self) -> DataLogger:
         return self
@@ -409,170 +457,45 @@ class DataLogger:
             self.close()
 
 
+def _after_fork_in_child() -> None:
+    for handle in list(_handles):
+        try:
+            handle._after_fork()
+        except Exception:  # never break the fork of an application
+            pass
+
+
+def _close_at_exit() -> None:
+    """When the process exits, each handle sends (or spools) what it queued, within EXIT_TIMEOUT."""
+    for handle in list(_handles):
+        if handle._closed or handle._client is None:
+            continue
+        try:
+            handle._close_client(EXIT_TIMEOUT)
+        except Exception:
+            pass
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_at_exit)
+
+
+def _stop_admin(link: Link, timeout: float = 10.0) -> None:
+    """Stop the actor system of the node ``link`` reaches (after its RootSupervisor is done)."""
+    if not isinstance(link, NodeLink):
+        return
+    endpoint = Endpoint(link.admin_port, link.admin_host, link.bind)
+    try:
+        endpoint.stop_admin(timeout)
+    finally:
+        endpoint.close()
+
+
 def _forget(handle: DataLogger) -> None:
     global _default
     with _default_lock:
         if _default is handle:
             _default = None
-
-
-def start(
-    config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
-    *,
-    base: str = "multiprocTCPBase",
-    admin_port: int | None = None,
-    bind: str | None = None,
-    log_level: int | str = "WARNING",
-    make_default: bool = True,
-    leader: str | None = None,
-    capabilities: Sequence[str] = (),
-) -> DataLogger:
-    """Start a node and return its handle.
-
-    Everything the node needs is checked before this returns: the data
-    directory can be created and written, the admin port is free, the
-    process-status adapter opens. A start that fails raises and leaves no
-    process behind.
-
-    Args:
-        config: a dict, a TOML file path or a :class:`Config`; ``None`` for the
-            embedded default (SQLite and JSONL).
-        base: ``"multiprocTCPBase"`` (a process per actor) or ``"simpleSystemBase"``
-            (one process, for tests and scripts).
-        admin_port: the node's admin port (default 1900).
-        bind: the address of this host the node's sockets listen on, and by
-            which the other nodes reach it. Default: ``127.0.0.1`` for a
-            leader; for a member, this host's address towards its leader.
-            Thespian moves pickles: keep it on a private, trusted network.
-        log_level: level of the actor processes' log output.
-        make_default: make this the instance module-level :func:`log` uses.
-        leader: ``host:port`` of a running node to join as a member of its
-            convention (``multiprocTCPBase`` only); without it this node leads
-            its own convention, which others may join.
-        capabilities: what this node offers to destinations that ``require``
-            it (``["influxdb", "postgres"]``).
-
-    Raises:
-        ConfigError: the configuration is malformed, or ``bind`` is not an
-            address of this host.
-        DataLoggerError: the data directory is unusable, the admin port is
-            taken, the process-status adapter failed, or the node did not start.
-    """
-    cfg = load_config(config)
-    if base not in BASES:
-        raise exceptions.ConfigError(f"base must be one of {', '.join(BASES)}, not {base!r}")
-    port = DEFAULT_ADMIN_PORT if admin_port is None else int(admin_port)
-    caps: dict[str, Any] = {}
-    node: str | None = None
-    if base == "multiprocTCPBase":
-        host, caps = _node_capabilities(cfg, port, bind, leader, capabilities)
-        node = f"{host}:{port}"
-    elif leader or capabilities or bind:
-        raise exceptions.ConfigError("leader, bind and capabilities need base='multiprocTCPBase'")
-    check_data_dir(cfg.data_dir)
-    level = (
-        log_level if isinstance(log_level, int) else getattr(__import__("logging"), str(log_level).upper())
-    )
-    # The first node started in a process becomes Thespian's process-wide system, so that
-    # ActorSystem().tell(dl.router, Log(...)) reaches it; later ones are kept apart.
-    first = getattr(ActorSystem, "systemBase", None) is None
-    with reap_on_failure():
-        system = ActorSystem(base, caps, logDefs=log_defs(level), transientUnique=not first)
-        try:
-            router = system.createActor(RootSupervisor, globalName=ROOT_NAME)
-            ready = system.ask(router, ConfigureNode(cfg, node, leader, tuple(capabilities)), START_TIMEOUT)
-            if isinstance(ready, NodeStartFailed):
-                raise DataLoggerError(f"the node did not start: {ready.reason}")
-            if not isinstance(ready, NodeReady):
-                raise DataLoggerError(
-                    f"the node did not start: no answer within {START_TIMEOUT:g}s (answer: {ready!r})"
-                )
-        except BaseException:
-            system.shutdown()
-            raise
-    handle = DataLogger(
-        system,
-        router,
-        config=cfg,
-        owns_system=True,
-        admin_port=port if base == "multiprocTCPBase" else None,
-        log_timeout=cfg.log_timeout,
-    )
-    handle.node = node
-    if make_default:
-        _set_default(handle)
-    return handle
-
-
-def _node_capabilities(
-    cfg: Config, port: int, bind: str | None, leader: str | None, capabilities: Sequence[str]
-) -> tuple[str, dict[str, Any]]:
-    """Where a TCP node listens, and the capabilities of its actor system.
-
-    Raises:
-        ConfigError: ``leader`` is not ``host:port``, or ``bind`` is not an address of this host.
-        DataLoggerError: the admin port is taken.
-    """
-    caps: dict[str, Any] = {}
-    if leader:
-        leader_host, _, leader_port = leader.rpartition(":")
-        if not leader_host or not leader_port.isdigit():
-            raise exceptions.ConfigError(f"leader must be host:port, not {leader!r}")
-        caps["Convention Address.IPv4"] = (resolve(leader_host), int(leader_port))
-    if bind is None:
-        host = address_towards(caps["Convention Address.IPv4"][0]) if leader else DEFAULT_BIND
-    else:
-        host = resolve(bind)
-        if host == "0.0.0.0" or not is_own_address(host):
-            raise exceptions.ConfigError(
-                f"bind must be one address of this host (the one other nodes reach it by), not {bind!r}"
-            )
-    check_port_free(host, port, "admin port")
-    node = f"{host}:{port}"
-    caps.update({"Admin Port": port, ADMIN_HOST_CAPABILITY: host, NODE_CAPABILITY: node})
-    caps.update(dict.fromkeys(capabilities, True))
-    if not leader:
-        caps[LEADER_CAPABILITY] = True
-        allowed = check_allowed(cfg.cluster.allowed_members) or default_allowed(host)
-        caps[ALLOWED_CAPABILITY] = [*allowed, node]  # a node always admits itself
-    return host, caps
-
-
-def connect(
-    admin_port: int = DEFAULT_ADMIN_PORT,
-    *,
-    host: str = DEFAULT_BIND,
-    bind: str | None = None,
-    make_default: bool = True,
-) -> DataLogger:
-    """Attach to a node running on ``host:admin_port`` (started by another process).
-
-    The node may run on another host: this process then listens for the
-    node's answers on its own address towards ``host`` (the source address of
-    the route there), or on ``bind``.
-
-    Raises:
-        NotRunning: nothing listens there.
-        DataLoggerError: no route leads to ``host``, or ``bind`` is not an address of this host.
-    """
-    target = resolve(host)
-    if bind is None:
-        own = address_towards(target)
-    else:
-        own = resolve(bind)
-        if not is_own_address(own):
-            raise exceptions.ConfigError(f"bind must be an address of this host, not {bind!r}")
-    if not port_open(target, admin_port, source=own):
-        raise NotRunning(f"no datalogger node is listening on {host}:{admin_port} (seen from {own})")
-    caps = {"Admin Port": admin_port, ADMIN_HOST_CAPABILITY: target, BIND_CAPABILITY: own}
-    with reap_on_failure():
-        system = ActorSystem("multiprocTCPBase", caps, logDefs=log_defs(), transientUnique=True)
-    router = system.createActor(RootSupervisor, globalName=ROOT_NAME)
-    handle = DataLogger(system, router, config=None, owns_system=False, admin_port=admin_port)
-    handle.node = f"{target}:{admin_port}"
-    if make_default:
-        _set_default(handle)
-    return handle
 
 
 def _set_default(handle: DataLogger) -> None:
@@ -597,3 +520,7 @@ def get_default() -> DataLogger:
 def log(topic: str, data: Any, timeout: float | None = None) -> int:
     """Log ``data`` to ``topic`` on the default instance; see :meth:`DataLogger.log`."""
     return get_default().log(topic, data, timeout)
+
+
+# start() and connect() make handles; they live in their own module (re-exported here).
+from .starting import BASES, connect, start  # noqa: E402, F401 - re-exported (examples use system.BASES)

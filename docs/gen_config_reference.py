@@ -59,6 +59,10 @@ _MARKER = re.compile(r"<!-- BEGIN GENERATED (?P<name>[\w.-]+) -->")
 EXAMPLES: dict[str, str] = {
     "top.data_dir": 'data_dir = "/var/lib/datalogger"',
     "top.log_timeout": "log_timeout = 5.0",
+    "top.connect_timeout": "connect_timeout = 0.5",
+    "top.client_buffer_rows": "client_buffer_rows = 500000",
+    "top.spool_dir": 'spool_dir = "/var/spool/myapp-datalogger"',
+    "top.spool_max_bytes": "spool_max_bytes = 10737418240",
     "top.shutdown_timeout": "shutdown_timeout = 30.0",
     "top.destinations": 'destinations = { db = { type = "sqlite", path = "data.db" } }',
     "top.health_failing_after": "health_failing_after = 300.0",

@@ -9,10 +9,11 @@ or let it fire requests at itself and exit (what the tests do)::
     python examples/analytics_app.py --requests 50 --port 0 --admin-port 1901
 
 It starts datalogger with the embedded default configuration (SQLite and JSONL
-files under ``./datalogger-demo``), wraps the app in
-``AnalyticsWSGIMiddleware``, prints every request live from a pubsub
-subscription, and at the end prints the summary read back from SQLite
-(the same as ``datalogger analytics``).
+files under ``./datalogger-demo``), wraps the app in ``DataLoggerMiddleware``
+with the handle (each request costs a queue put: the handle's background
+thread sends the rows and the live events, so a request never waits for the
+node), prints every request live from a pubsub subscription, and at the end
+prints the summary read back from SQLite (the same as ``datalogger analytics``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from rich.console import Console
 import datalogger
 from datalogger import pubsub
 from datalogger.analytics import (
-    AnalyticsWSGIMiddleware,
+    DataLoggerMiddleware,
     load_rows_sqlite,
     render_summary,
     summarize,
@@ -50,21 +51,6 @@ def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         return [b"not found"]
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [body]
-
-
-class Handle:
-    """``log`` and ``broadcast`` for the middleware, on a DataLogger handle."""
-
-    def __init__(self, dl: datalogger.DataLogger) -> None:
-        self.dl = dl
-
-    def log(self, topic: str, data: Any) -> int:
-        """Store the request row (once)."""
-        return self.dl.log(topic, data)
-
-    def broadcast(self, event: Any) -> None:
-        """Show the request to live subscribers."""
-        pubsub.broadcast(self.dl, event)
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -118,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         server = make_server(
             "127.0.0.1",
             args.port,
-            AnalyticsWSGIMiddleware(app, Handle(dl)),
+            DataLoggerMiddleware(app, dl),
             handler_class=QuietHandler,
         )
         url = f"http://127.0.0.1:{server.server_port}"

@@ -94,3 +94,25 @@ def test_encoders_case_checks_the_bodies_and_measures_every_encoder(tmp_path: Pa
     assert verified["postgres rows in the last round"] == 2000
     targets = data["targets"]
     assert isinstance(targets, list) and len(targets) == 5 and all(t["value"] > 0 for t in targets)
+
+
+@pytest.mark.timeout(180)
+def test_logging_and_middleware_cases_run_through_the_harness(tmp_path: Path) -> None:
+    """``logging``: the handler against QueueHandler; ``middleware``: bare and wrapped apps
+    through uvicorn and gunicorn, every request of the wrapped ones counted in the destination."""
+    out = tmp_path / "logging.json"
+    assert main(["logging", "--smoke", "--json", str(out)]) == 0
+    data = _result(out)
+    assert set(data["medians"]) == {"ours", "queue_handler"}  # type: ignore[arg-type]
+    assert data["verified"] == {"logs_r0": 500}
+    out = tmp_path / "middleware.json"
+    assert main(["middleware", "--smoke", "--json", str(out)]) == 0
+    data = _result(out)
+    assert set(data["medians"]) == {  # type: ignore[arg-type]
+        "uvicorn_bare", "uvicorn_datalogger", "gunicorn_bare", "gunicorn_datalogger"
+    }
+    stored = data["verified"]["requests stored"]  # type: ignore[index]
+    assert stored >= 2 * (50 + 50)  # warm-up and sequential requests of both wrapped apps
+    assert {t["name"] for t in data["targets"]} == {  # type: ignore[union-attr]
+        "uvicorn added p99 ms", "gunicorn added p99 ms"
+    }

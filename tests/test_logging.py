@@ -190,3 +190,51 @@ def test_no_node_never_blocks_then_a_started_node_gets_rows(
     slowest, total = timed_calls(app_logger, CALLS)  # after the node is gone
     assert slowest < MAX_CALL_SECONDS and total < CALLS * MAX_MEAN_SECONDS
     assert handler.dropped == 2 * CALLS and handler.shipped == 1
+
+
+@pytest.mark.slow
+def test_records_logged_through_a_node_restart_all_arrive(
+    tmp_path: Path, app_logger: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The handler connects by itself (as from dictConfig); the node is SIGKILLed and restarted."""
+    import threading
+
+    from tests.node_process import NodeProcess, wait_for
+
+    node = NodeProcess(tmp_path).start()
+    handler = DataLoggerHandler(topic="logs", connect={"admin_port": node.port})
+    app_logger.addHandler(handler)
+    stop = threading.Event()
+    logged = 0
+    latencies: list[float] = []
+
+    def log_forever() -> None:
+        nonlocal logged
+        while not stop.is_set():
+            started = time.perf_counter()
+            app_logger.warning("event %d", logged, extra={"n": logged})
+            latencies.append(time.perf_counter() - started)
+            logged += 1
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=log_forever, daemon=True)
+    try:
+        thread.start()
+        assert wait_for(lambda: len(node.rows("logs")) > 50, 10)
+        node.kill()
+        time.sleep(1.0)
+        node.start()
+        time.sleep(0.3)
+        stop.set()
+        thread.join(10)
+        handler.datalogger.flush(timeout=30)
+        assert sorted({row["n"] for row in node.rows("logs")}) == list(range(logged))
+        assert handler.dropped == 0 and handler.shipped == logged
+        latencies.sort()
+        assert latencies[-1] < 1.0  # no call waits for the node (the outage lasts more)
+        assert latencies[int(len(latencies) * 0.99)] < 0.01  # a queue put (10 ms: a loaded machine)
+    finally:
+        stop.set()
+        app_logger.removeHandler(handler)
+        handler.close()
+        node.stop()

@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited, WakeupMessage
 
+from .. import lifeline
 from .._startup import check_data_dir
 from .._thespian import check_allowed, default_allowed
 from ..config import Config
@@ -87,6 +88,8 @@ READY_WAIT = 5.0
 """Seconds a member waits for the leader's membership before it starts alone."""
 PROCESS_STATUS_RETRY = 2.0
 """Seconds before a restarted ProcessStatus whose adapter failed is asked to start again."""
+OWNER_CHECK_EVERY = 1.0
+"""Seconds between checks that the process which started the node still runs."""
 
 
 @attrs.define
@@ -132,6 +135,8 @@ class RootSupervisor(ActorTypeDispatcher):
         self.placements: dict[str, dict[str, str | None]] = {}
         self.pubsub: Any = None
         self.refused: str | None = None
+        self.owner: tuple[int, float | None] | None = None
+        self.owner_group: int | None = None
 
     # ------------------------------------------------------------------ setup
     def receiveMsg_ConfigureNode(self, message: ConfigureNode, sender: Any) -> None:
@@ -170,6 +175,11 @@ class RootSupervisor(ActorTypeDispatcher):
                 self._after(READY_WAIT, "ready")
         except Exception as exc:
             self._fail_start(f"the node's actors did not start: {describe(exc)}")
+            return
+        if message.owner is not None:
+            self.owner = message.owner
+            self.owner_group = lifeline.group_of(message.owner[0])
+            self._after(OWNER_CHECK_EVERY, "owner")
 
     def _after(self, seconds: float, what: str) -> None:
         """A timer of this configuration (a timer of an earlier, failed one is ignored)."""
@@ -465,6 +475,8 @@ class RootSupervisor(ActorTypeDispatcher):
                 return  # a timer of a configuration that failed
             if what == "heartbeat":
                 self._on_heartbeat_timer()
+            elif what == "owner":
+                self._check_owner()
             elif what == "ready":
                 if self.waiting_for - {"watermarks", "process_status"}:
                     log.warning("node %s: no membership from the leader yet; starting alone", self.node)
@@ -478,6 +490,19 @@ class RootSupervisor(ActorTypeDispatcher):
                 self._shutdown_ready()  # ProcessStatus did not confirm in time
         else:
             self._finish(payload)
+
+    def _check_owner(self) -> None:
+        """Stop the node when the process that started it is gone (the node's processes run
+        detached from it: nothing else would stop them, and they would keep the admin port)."""
+        assert self.owner is not None
+        if lifeline.alive(self.owner):
+            self._after(OWNER_CHECK_EVERY, "owner")
+            return
+        log.warning(
+            "node %s: the process that started it (pid %d) is gone; stopping", self.node, self.owner[0]
+        )
+        self.shutting_down = True
+        lifeline.stop_node_processes(self.owner_group)
 
     def _on_heartbeat_timer(self) -> None:
         assert self.config is not None

@@ -52,6 +52,9 @@ from ..messages import (
     Membership,
     PlacementReport,
     ProcessStatusMoved,
+    ProcessStatusSync,
+    ProcessStatusSynced,
+    RouteStatus,
     StartTopic,
     StartWorker,
     TopicChunk,
@@ -88,6 +91,8 @@ STATUS_EVERY = 0.2
 """Seconds between reports to ProcessStatus (and log clean-ups) while chunks settle."""
 RECOVERY_WAIT = 10.0
 """Seconds to wait for ProcessStatus at start before replaying the whole log."""
+STATUS_SYNC_WAIT = 2.0
+"""Seconds a flush waits for ProcessStatus to confirm it stored the topic's status."""
 WAL_RETRY_MAX = 30.0
 """Longest wait between two tries to open a write-ahead log that could not be opened."""
 
@@ -132,6 +137,8 @@ class TopicSupervisor(ActorTypeDispatcher):
         self.members: tuple[Member, ...] | None = None
         self.owners: dict[str, str | None] = {}
         self.root: Any = None
+        self.status_syncs: dict[int, list[tuple[int, Any]]] = {}
+        self.sync_ids = itertools.count(1)
         self.wal_error: str | None = None
         """Why the write-ahead log cannot be opened (None once it is open)."""
         self.wal_tries = 0
@@ -359,6 +366,10 @@ class TopicSupervisor(ActorTypeDispatcher):
     # ------------------------------------------------------------------ intake
     def receiveMsg_DirectLog(self, message: DirectLog, sender: Any) -> None:
         """A chunk sent straight here by a client that learnt this address (rows checked there)."""
+        if message.topic != self.topic:
+            # a route learnt from an earlier node: this address is another topic's now
+            self.send(sender, RouteStatus(message.topic, False, message.ref))
+            return
         if self.exiting:
             self.send(sender, LogRejected("NotRunning", "the node is shutting down", message.ref))
             return
@@ -575,6 +586,8 @@ class TopicSupervisor(ActorTypeDispatcher):
             self._recover({})
         elif kind == "blocked":
             self._unblock_expired(value)
+        elif kind == "synced":  # ProcessStatus did not confirm: answer the flushes anyway
+            self.receiveMsg_ProcessStatusSynced(ProcessStatusSynced(value), None)
 
     def _sync_wal(self, force: bool = False) -> None:
         if self.wal is None:
@@ -642,12 +655,39 @@ class TopicSupervisor(ActorTypeDispatcher):
         if self.recovering:
             return
         remaining = []
+        ready = []
         for token, watermark, reply_to in self.flush_waiters:
             if all(lane.settled_through(watermark) for lane in self.lanes.values()):
-                self.send(reply_to, TopicFlushed(token, self.topic))
+                ready.append((token, reply_to))
             else:
                 remaining.append((token, watermark, reply_to))
         self.flush_waiters = remaining
+        if ready:
+            self._sync_status(ready)
+
+    def _sync_status(self, ready: list[tuple[int, Any]]) -> None:
+        """Have ProcessStatus store where every destination stands, then answer the flushes,
+        so that ``last_processed()`` right after ``flush()`` is current."""
+        if self.process_status is None:
+            for token, reply_to in ready:
+                self.send(reply_to, TopicFlushed(token, self.topic))
+            return
+        for name, lane in self.lanes.items():
+            self.reported[name] = max(self.reported.get(name, 0), lane.watermark())
+        key = next(self.sync_ids)
+        self.status_syncs[key] = ready
+        self.send(self.process_status, ProcessStatusSync(self._status_items(), key))
+        self.wakeupAfter(timedelta(seconds=STATUS_SYNC_WAIT), ("synced", key))
+
+    def receiveMsg_ProcessStatusSynced(self, message: ProcessStatusSynced, sender: Any) -> None:
+        """The status is stored: answer the flushes that waited for it."""
+        waiting = self.status_syncs.pop(message.token, None)
+        if waiting is None:
+            return
+        for token, reply_to in waiting:
+            self.send(reply_to, TopicFlushed(token, self.topic))
+        if sender is not None and self.wal is not None and self.lanes:
+            self.wal.remove_through(min(self.reported.values()))
 
     def receiveMsg_TopicSpillRequest(self, message: TopicSpillRequest, sender: Any) -> None:
         """Shutdown: sync the log, stop the workers, report what is left for the next start."""

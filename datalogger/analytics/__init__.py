@@ -1,6 +1,6 @@
 """Request analytics: record every HTTP request of a web app through datalogger.
 
-``AnalyticsASGIMiddleware`` / ``AnalyticsWSGIMiddleware`` turn each request into
+``DataLoggerMiddleware`` (``AnalyticsASGIMiddleware`` / ``AnalyticsWSGIMiddleware``) turns each request into
 a :class:`RequestLog` (client IP hashed, device detected, session counted) and
 log it to a topic; :func:`summarize` and :func:`render_summary` report on the
 rows once a destination has stored them.
@@ -8,7 +8,12 @@ rows once a destination has stored them.
 
 from __future__ import annotations
 
-from .middleware import AnalyticsASGIMiddleware, AnalyticsWSGIMiddleware, SessionTracker
+from .middleware import (
+    AnalyticsASGIMiddleware,
+    AnalyticsWSGIMiddleware,
+    DataLoggerMiddleware,
+    SessionTracker,
+)
 from .request_log import (
     DEVICE_TYPES,
     IP_SALT_ENV,
@@ -34,6 +39,7 @@ __all__ = [
     "IP_SALT_ENV",
     "AnalyticsASGIMiddleware",
     "AnalyticsWSGIMiddleware",
+    "DataLoggerMiddleware",
     "RequestLog",
     "SessionTracker",
     "Summary",

@@ -17,6 +17,7 @@ import pytest
 from datalogger.analytics import (
     AnalyticsASGIMiddleware,
     AnalyticsWSGIMiddleware,
+    DataLoggerMiddleware,
     RequestLog,
     SessionTracker,
     hash_ip,
@@ -123,12 +124,13 @@ def test_wsgi_records_every_request() -> None:
         )
         assert body == b"hello " + path.encode()
         assert status == ("404 Not Found" if i % 10 == 0 else "200 OK")
-        cookie = cookie or session_cookie(headers)
+        cookie = session_cookie(headers)  # the browser keeps the newest
     assert len(handle.logged) == 1000
     assert {topic for topic, _ in handle.logged} == {"requests"}
     rows = handle.rows
     assert [row["session_page_views"] for row in rows] == list(range(1, 1001))
-    assert {row["session_id"] for row in rows} == {cookie}
+    assert cookie is not None and cookie.endswith(".1000")
+    assert {row["session_id"] for row in rows} == {cookie.rsplit(".", 1)[0]}
     assert sum(row["status_code"] == 404 for row in rows) == 100
     assert sum(row["status_code"] == 200 for row in rows) == 900
     assert len({row["request_id"] for row in rows}) == 1000
@@ -145,7 +147,7 @@ def test_wsgi_records_every_request() -> None:
     assert app.errors == 0
 
 
-def test_wsgi_session_cookie_set_once_and_counted() -> None:
+def test_wsgi_session_cookie_carries_the_count() -> None:
     handle = FakeHandle()
     app = AnalyticsWSGIMiddleware(wsgi_app, handle)
     _, headers, _ = wsgi_call(app)
@@ -155,15 +157,36 @@ def test_wsgi_session_cookie_set_once_and_counted() -> None:
     assert {"HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=1800"} <= attributes
     assert "Secure" not in attributes
     cookie = session_cookie(headers)
-    assert cookie
+    assert cookie and cookie.endswith(".1")
+    session_id = cookie.rsplit(".", 1)[0]
 
-    for _ in range(2):
+    for views in (2, 3):
         _, headers, _ = wsgi_call(app, cookie=cookie)
-        assert session_cookie(headers) is None
+        cookie = session_cookie(headers)
+        assert cookie == f"{session_id}.{views}"  # set again: the session stays alive
     _, other_headers, _ = wsgi_call(app)  # a second visitor
     assert [row["session_page_views"] for row in handle.rows] == [1, 2, 3, 1]
-    assert [row["session_id"] for row in handle.rows][:3] == [cookie] * 3
-    assert handle.rows[3]["session_id"] == session_cookie(other_headers) != cookie
+    assert [row["session_id"] for row in handle.rows][:3] == [session_id] * 3
+    other = session_cookie(other_headers)
+    assert other is not None and handle.rows[3]["session_id"] == other.rsplit(".", 1)[0] != session_id
+
+
+def test_session_counts_in_another_process_continue_from_the_cookie() -> None:
+    """Two middleware instances stand for two worker processes: neither keeps the count."""
+    first, second = FakeHandle(), FakeHandle()
+    workers = [AnalyticsWSGIMiddleware(wsgi_app, first), AnalyticsWSGIMiddleware(wsgi_app, second)]
+    cookie = None
+    for i in range(10):
+        _, headers, _ = wsgi_call(workers[i % 2], cookie=cookie)
+        cookie = session_cookie(headers)
+    views = sorted(row["session_page_views"] for row in first.rows + second.rows)
+    assert views == list(range(1, 11))
+    # an old-style cookie (the id alone) is taken as a session seen before, counted from 1
+    _, headers, _ = wsgi_call(workers[0], cookie="A" * 32)
+    assert session_cookie(headers) == "A" * 32 + ".1"
+    # a forged count that is not a number starts a new session
+    _, headers, _ = wsgi_call(workers[0], cookie="A" * 32 + ".x")
+    assert not (session_cookie(headers) or "").startswith("A" * 32)
 
 
 def test_wsgi_secure_cookie_over_https_and_forged_cookie_replaced() -> None:
@@ -184,7 +207,7 @@ def test_wsgi_log_failure_does_not_fail_the_request(caplog: pytest.LogCaptureFix
     assert app.errors == 2
     assert handle.broadcasts and handle.broadcasts[0].path == "/page"
     warnings = [r for r in caplog.records if r.name == "datalogger.analytics"]
-    assert len(warnings) == 2
+    assert len(warnings) == 1  # the same failure is warned about at most once a minute
     assert all(r.levelno == logging.WARNING for r in warnings)
     assert "datalogger is down" in warnings[0].getMessage()
     assert CLIENT_IP not in caplog.text
@@ -276,7 +299,11 @@ def test_bad_options_rejected() -> None:
     with pytest.raises(ConfigError):
         AnalyticsASGIMiddleware(wsgi_app, FakeHandle(), cookie_name="a;b")
     with pytest.raises(ConfigError):
-        AnalyticsASGIMiddleware(wsgi_app, FakeHandle(), max_sessions=0)
+        AnalyticsASGIMiddleware(wsgi_app, FakeHandle(), session_ttl=0)
+    with pytest.raises(ConfigError, match="not both"):
+        AnalyticsWSGIMiddleware(wsgi_app, FakeHandle(), connect={"admin_port": 1900})
+    with pytest.raises(ConfigError, match="zero-argument function"):
+        AnalyticsWSGIMiddleware(wsgi_app, 42)
 
 
 def test_session_tracker_bounded_and_expiring() -> None:
@@ -387,14 +414,15 @@ def test_asgi_records_every_request() -> None:
             status, headers, body = await asgi_call(app, path, cookie)
             assert body == b"hello " + path.encode()
             assert status == (404 if i % 10 == 0 else 200)
-            cookie = cookie or asgi_cookie(headers)
+            cookie = asgi_cookie(headers)
         return cookie
 
     cookie = asyncio.run(run())
     rows = handle.rows
     assert len(rows) == 1000
     assert [row["session_page_views"] for row in rows] == list(range(1, 1001))
-    assert {row["session_id"] for row in rows} == {cookie}
+    assert cookie is not None and cookie.endswith(".1000")
+    assert {row["session_id"] for row in rows} == {cookie.rsplit(".", 1)[0]}
     assert sum(row["status_code"] == 404 for row in rows) == 100
     for i, row in enumerate(rows):
         assert row["path"] == ("/missing" if i % 10 == 0 else f"/page/{i % 7}")
@@ -416,8 +444,9 @@ def test_asgi_session_cookie() -> None:
     assert {"HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=1800", "Secure"} <= attributes
     assert (b"content-type", b"text/plain") in headers  # the app's headers are kept
     cookie = asgi_cookie(headers)
+    assert cookie is not None
     _, headers, _ = asyncio.run(asgi_call(app, cookie=cookie))
-    assert asgi_cookie(headers) is None
+    assert asgi_cookie(headers) == cookie.replace(".1", ".2")
     assert [row["session_page_views"] for row in handle.rows] == [1, 2]
 
 
@@ -453,3 +482,93 @@ def test_asgi_lifespan_passes_through_unrecorded() -> None:
     app = AnalyticsASGIMiddleware(asgi_app, handle)
     asyncio.run(asgi_call(app, scope_type="lifespan"))
     assert handle.logged == []
+
+
+# --------------------------------------------------------------------------- finding the handle
+
+
+def test_a_factory_is_called_once_on_first_use() -> None:
+    made: list[FakeHandle] = []
+
+    def factory() -> FakeHandle:
+        made.append(FakeHandle())
+        return made[-1]
+
+    app = AnalyticsWSGIMiddleware(wsgi_app, factory)
+    assert made == []  # nothing at set-up time (a pre-fork master, an ASGI lifespan to come)
+    for _ in range(3):
+        wsgi_call(app)
+    assert len(made) == 1 and len(made[0].logged) == 3
+
+
+def test_without_a_handle_the_default_one_is_used_once_there_is_one(
+    tmp_path: Any, start_node: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import datalogger
+
+    if datalogger.system._default is not None:
+        pytest.skip("a default node is running in this process")
+    app = AnalyticsWSGIMiddleware(wsgi_app)
+    with caplog.at_level(logging.WARNING, logger="datalogger.analytics"):
+        status, _, _ = wsgi_call(app)  # no node yet: the request is served, the failure counted
+    assert status == "200 OK" and app.errors == 1
+    assert "finding the datalogger handle failed (NotRunning" in caplog.text
+    dl = start_node({"data_dir": str(tmp_path), "destinations": {"m": {"type": "memory"}}},
+                    base="simpleSystemBase")
+    wsgi_call(app, "/after")
+    assert app.handle is dl
+    dl.flush(timeout=10)
+    assert dl.stats()["topics"]["requests"]["m"]["delivered"] == 1
+
+
+def test_the_interface_is_detected() -> None:
+    class AsgiApp:
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await asgi_app(scope, receive, send)
+
+    assert isinstance(DataLoggerMiddleware(asgi_app, FakeHandle()), AnalyticsASGIMiddleware)
+    assert isinstance(DataLoggerMiddleware(AsgiApp(), FakeHandle()), AnalyticsASGIMiddleware)
+    assert isinstance(DataLoggerMiddleware(wsgi_app, FakeHandle()), AnalyticsWSGIMiddleware)
+    assert isinstance(DataLoggerMiddleware(wsgi_app, FakeHandle(), asgi=True), AnalyticsASGIMiddleware)
+
+
+def test_asgi_lifespan_connects_at_start_up_and_closes_at_shutdown(tmp_path: Any, start_node: Any) -> None:
+    dl = start_node({"data_dir": str(tmp_path), "destinations": {"m": {"type": "memory"}}})
+    app = DataLoggerMiddleware(asgi_lifespan_app, connect={"admin_port": dl.admin_port})
+
+    async def run() -> None:
+        messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+        sent: list[str] = []
+
+        async def receive() -> dict[str, Any]:
+            return next(messages)
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message["type"])
+            if message["type"] == "lifespan.startup.complete":
+                handle = app._handle
+                assert handle is not None and handle.admin_port == dl.admin_port
+                status, _, _ = await asgi_call(app, "/in-lifespan")
+                assert status == 200
+
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+        assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+    asyncio.run(run())
+    assert app._handle is None  # the handle it connected is closed, its row sent first
+    dl.flush(timeout=10)
+    assert dl.stats()["topics"]["requests"]["m"]["delivered"] == 1
+
+
+async def asgi_lifespan_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """``asgi_app`` with the lifespan protocol answered."""
+    if scope["type"] != "lifespan":
+        await asgi_app(scope, receive, send)
+        return
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})
+            return
