@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__, health
+from . import __version__, health, keyfiles
 from ._thespian import DEFAULT_ADMIN_PORT, DEFAULT_BIND, check_port_free, port_open
 from .analytics import cli as analytics_cli
 from .config import default_config, load_config
@@ -160,10 +160,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _connect(args: argparse.Namespace) -> Any:
-    """A handle on the node the client options name (``--host``, ``--admin-port``, ``--bind``)."""
+    """A handle on the node the client options name (``--host``, ``--admin-port``, ``--bind``),
+    signing with the node's secret (``--secret-file``, ``--config``)."""
     from .system import connect
 
-    return connect(_admin_port(args), host=args.host, bind=args.bind, make_default=False)
+    return connect(
+        _admin_port(args),
+        host=args.host,
+        bind=args.bind,
+        make_default=False,
+        secret_file=getattr(args, "secret_file", None),
+        config=getattr(args, "config", None),
+    )
 
 
 def cmd_shutdown(args: argparse.Namespace) -> int:
@@ -179,6 +187,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     handle = _connect(args)
     try:
         nodes = handle.nodes()
+        dropped_from = handle.stats().get("security", {}).get("refused_peers", [])
     finally:
         handle.close()
     if args.json:
@@ -198,6 +207,12 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     refused = [node for node in nodes if node.get("state") == "refused"]
     for node in refused:
         errors.print(f"[red]node {node['node']} is refused by its leader:[/] {node.get('reason')}")
+    for peer in dropped_from:
+        errors.print(
+            f"[red]refused[/] {peer['peer']}: {peer['frames']} frames dropped, the last "
+            f"{time.time() - peer['last_at']:.0f}s ago ({peer['last_reason']}): a member or client "
+            "without this node's secret"
+        )
     return 1 if refused else 0
 
 
@@ -279,6 +294,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             else:
                 view = pipeline_view(stats, None, float("inf"))
                 console.print(render_narrow(view, console.width), markup=False, highlight=False)
+            if not args.json:
+                dropped = stats.get("security", {}).get("rejected_frames", 0)
+                console.print(f"dropped frames (no valid signature, or a forbidden class): {dropped}")
             if not args.watch:
                 return 0
             time.sleep(args.interval)
@@ -352,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def node_args(p: argparse.ArgumentParser) -> None:
         add_node_args(p)
+        keyfiles.add_arguments(p)
 
     p = sub.add_parser("demo", help="log a sample workload to SQLite and JSONL, show the result")
     p.add_argument(
@@ -426,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     analytics_cli.add_parser(sub)
     health.add_parser(sub)
     dashboard_cli.add_parser(sub)
+    keyfiles.add_parser(sub)
     return parser
 
 

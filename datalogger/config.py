@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -46,6 +47,7 @@ __all__ = [
     "DestinationSpec",
     "ProcessStatusSettings",
     "RetrySettings",
+    "SecuritySettings",
     "WalSettings",
     "load_config",
     "resolve_class",
@@ -63,7 +65,10 @@ DESTINATION_TYPES: dict[str, str] = {
 
 #: Top-level options: name -> (default, description).
 TOP_LEVEL_OPTIONS: dict[str, tuple[Any, str]] = {
-    "data_dir": (".datalogger", "Directory for dead letters, spill files and the write-ahead log."),
+    "data_dir": (
+        ".datalogger",
+        "Directory for dead letters, spill files, the write-ahead log and the node's secret (`secret`).",
+    ),
     "log_timeout": (30.0, "Seconds `log()` waits for the node to accept a chunk."),
     "connect_timeout": (
         2.0,
@@ -99,6 +104,7 @@ TOP_LEVEL_OPTIONS: dict[str, tuple[Any, str]] = {
     "cluster": ({}, "Distributed-mode table; see `ClusterSettings`."),
     "process_status": ({}, "Process-status storage table; see `ProcessStatusSettings`."),
     "dashboard": ({}, "Web dashboard table (`datalogger dashboard`); see `DashboardSettings`."),
+    "security": ({}, "Signed frames and secret files; see `SecuritySettings` and docs/security.md."),
 }
 
 #: Framework options every destination table may hold: name -> (default, description).
@@ -244,6 +250,29 @@ class DashboardSettings:
 
 
 @attrs.frozen
+class SecuritySettings:
+    """Signed frames between a node's processes, its members and its clients (see docs/security.md)."""
+
+    sign: bool = True
+    """Sign every Thespian frame with HMAC-SHA256 and drop, unread, any frame that fails. ``false``
+    is unsafe: anyone who can reach a port of the node runs code as its user; the node warns at start."""
+    secret_file: str | None = None
+    """The secret's file (64+ hexadecimal digits, mode 0600 or 0640). Unset: ``DATALOGGER_SECRET_FILE``,
+    else ``<data_dir>/secret``, created at first start. Members of a convention share one secret."""
+    previous_secret_file: str | None = None
+    """While rotating: the old secret. For the first half of ``previous_secret_grace`` frames are
+    still signed with it, for the whole grace it is accepted, then refused."""
+    previous_secret_grace: float = 3600.0
+    """Seconds a rotation lasts, counted from the modification time of ``secret_file`` (the new
+    secret): restart every node and client with both files within half of it."""
+    allowed_modules: tuple[str, ...] = ()
+    """Modules whose classes frames may carry, beyond datalogger's, Thespian's and plain data
+    (your message or event classes sent through ``ActorSystem().tell``)."""
+    max_frame_bytes: int = 256 * 1024 * 1024
+    """Largest frame accepted; a peer announcing a larger one is cut off before it is read."""
+
+
+@attrs.frozen
 class DestinationSpec:
     """One configured destination, validated."""
 
@@ -293,6 +322,7 @@ class Config:
     health_failing_after: float = 60.0
     cluster: ClusterSettings = ClusterSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    security: SecuritySettings = SecuritySettings()
 
     def destinations_for(self, topic: str) -> tuple[DestinationSpec, ...]:
         """The destinations that take ``topic``, honouring prefixes."""
@@ -468,6 +498,34 @@ def _dashboard(raw: Any) -> DashboardSettings:
     return settings
 
 
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _security(raw: Any) -> SecuritySettings:
+    if isinstance(raw, SecuritySettings):
+        return raw
+    if isinstance(raw, Mapping) and "allowed_modules" in raw:
+        modules = _strings("security.allowed_modules", raw["allowed_modules"])
+        bad = [m for m in modules if not _MODULE_NAME.match(m)]
+        if bad:
+            raise ConfigError(f"security.allowed_modules: {bad[0]!r} is not a module name")
+        raw = {**raw, "allowed_modules": modules}
+    settings: SecuritySettings = _settings(SecuritySettings, "security", raw)
+    if not isinstance(settings.sign, bool):
+        raise ConfigError(f"security.sign must be true or false, not {settings.sign!r}")
+    paths: dict[str, Any] = {}
+    for name in ("secret_file", "previous_secret_file"):
+        value = getattr(settings, name)
+        if value is not None and (not isinstance(value, (str, os.PathLike)) or not os.fspath(value)):
+            raise ConfigError(f"security.{name} must be a file path, not {value!r}")
+        if value is not None:
+            paths[name] = os.path.abspath(os.fspath(value))
+    settings = attrs.evolve(settings, **paths)
+    if settings.max_frame_bytes < 64 * 1024:
+        raise ConfigError(f"security.max_frame_bytes must be at least 65536, not {settings.max_frame_bytes}")
+    return settings
+
+
 def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | None) -> Config:
     """Validate a configuration given as a dict, a TOML file path or a :class:`Config`.
 
@@ -514,6 +572,7 @@ def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | No
             "allowed_members": _strings("cluster.allowed_members", cluster_raw["allowed_members"]),
         }
     cluster = _settings(ClusterSettings, "cluster", cluster_raw)
+    security = _security(raw.get("security", {}))
     status = _settings(ProcessStatusSettings, "process_status", raw.get("process_status", {}))
     if not isinstance(status.adapter, str) or not isinstance(status.options, Mapping):
         raise ConfigError("process_status.adapter must be a string and process_status.options a table")
@@ -533,6 +592,7 @@ def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | No
         process_status=status,
         cluster=cluster,
         dashboard=dashboard,
+        security=security,
         health_failing_after=float(_number("health_failing_after", raw.get("health_failing_after", 60.0))),
         log_timeout=float(_number("log_timeout", raw.get("log_timeout", 30.0))),
         shutdown_timeout=float(_number("shutdown_timeout", raw.get("shutdown_timeout", 10.0))),

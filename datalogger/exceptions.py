@@ -19,6 +19,7 @@ __all__ = [
     "InvalidTopic",
     "NotRunning",
     "PermanentError",
+    "SecurityError",
     "StorageError",
 ]
 
@@ -62,6 +63,9 @@ class StorageError(DataLoggerError, OSError):
     the call that raised it was kept; once the fault is gone the next call
     works, with no restart.
     """
+class SecurityError(DataLoggerError):
+    """Frames cannot be signed or checked: a secret file is missing, unreadable or
+    open to other users, or frame signing cannot be installed (see docs/security.md)."""
 
 
 class PermanentError(DataLoggerError):

@@ -156,6 +156,8 @@ def run_health(
     data_dir: str | os.PathLike[str] | None,
     out: TextIO,
     bind: str | None = None,
+    secret_file: str | None = None,
+    config: Any = None,
 ) -> int:
     """Check the node on ``host:admin_port``, print the verdict to ``out``, return the exit code.
 
@@ -168,13 +170,22 @@ def run_health(
         data_dir: the node's data directory, for its dead letters; ``None``
             skips that check (and says so).
         out: where to print.
+        secret_file, config: where to find the node's secret (see :func:`datalogger.connect`).
     """
     from .deadletters import DeadLetterStore
     from .exceptions import DataLoggerError
     from .system import connect
 
     try:
-        handle = connect(admin_port, host=host, bind=bind, make_default=False)
+        handle = connect(
+            admin_port,
+            host=host,
+            bind=bind,
+            make_default=False,
+            secret_file=secret_file,
+            config=config,
+            data_dir=data_dir,
+        )
         try:
             stats = handle.stats()
         finally:
@@ -205,6 +216,7 @@ def cmd_health(args: Any) -> int:
 
     failing_after = 60.0
     data_dir: str | None = None
+    config = None
     if args.config:
         config = load_config(args.config)
         failing_after, data_dir = config.health_failing_after, config.data_dir
@@ -220,6 +232,8 @@ def cmd_health(args: Any) -> int:
         data_dir=data_dir,
         out=sys.stdout,
         bind=args.bind,
+        secret_file=args.secret_file,
+        config=config,
     )
 
 
@@ -240,4 +254,5 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--data-dir", help="the node's data_dir, for its dead letters")
     add_node_args(p)
+    p.add_argument("--secret-file", help="the node's secret file (default: as `datalogger status`)")
     p.set_defaults(func=cmd_health)

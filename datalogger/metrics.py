@@ -29,6 +29,8 @@ Metrics, labelled ``{topic, destination}`` unless noted:
   ``datalogger_last_success_timestamp_seconds``, ``datalogger_failing_since_timestamp_seconds``
   (alert on ``time() - datalogger_failing_since_timestamp_seconds > 60``);
 - dead letters on disk: ``datalogger_dead_letters`` and ``datalogger_dead_letter_rows``;
+- ``datalogger_rejected_frames_total{reason}``: frames the node dropped unread (no valid
+  signature, too large, a forbidden class; see docs/security.md);
 - without labels: ``datalogger_rejected_calls_total``, ``datalogger_up`` (1 when ``stats()``
   answered this scrape);
 - the handle's own client counters (``stats()["client"]``, or ``client_stats_fn``, which
@@ -179,6 +181,15 @@ class StatsCollector(Collector):
         )
         rejected.add_metric([], float(stats.get("rejected") or 0))
         yield rejected
+        frames = CounterMetricFamily(
+            "datalogger_rejected_frames",
+            "Frames the node dropped unread (no valid signature, too large, a forbidden class).",
+            labels=("reason",),
+        )
+        security = stats.get("security") or {}
+        for reason, count in sorted((security.get("rejected_by_reason") or {}).items()):
+            frames.add_metric([reason], float(count))
+        yield frames
         yield from self._client(stats.get("client"))
         yield from self._dead_letters()
         yield from self._pubsub()

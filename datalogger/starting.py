@@ -12,7 +12,7 @@ from typing import Any
 
 from thespian.actors import ActorSystem
 
-from . import exceptions, lifeline
+from . import exceptions, lifeline, security
 from ._endpoint import Endpoint
 from ._startup import check_data_dir, reap_on_failure
 from ._thespian import (
@@ -138,12 +138,15 @@ def start(
     caps: dict[str, Any] = {}
     node: str | None = None
     host = DEFAULT_BIND
-    if base == "multiprocTCPBase":
-        host, caps = _node_capabilities(cfg, port, bind, leader, capabilities)
-        node = f"{host}:{port}"
-    elif leader or capabilities or bind:
+    if base != "multiprocTCPBase" and (leader or capabilities or bind):
         raise exceptions.ConfigError("leader, bind and capabilities need base='multiprocTCPBase'")
     check_data_dir(cfg.data_dir)
+    if base == "multiprocTCPBase":
+        security.install_node(cfg)  # before any endpoint or actor system: every frame is signed
+        host, caps = _node_capabilities(cfg, port, bind, leader, capabilities)
+        node = f"{host}:{port}"
+        if leader:
+            security.probe(*caps["Convention Address.IPv4"])  # a leader with another secret: say so now
     level = (
         log_level if isinstance(log_level, int) else getattr(__import__("logging"), str(log_level).upper())
     )
@@ -184,6 +187,7 @@ def start(
         spool_max_bytes=cfg.spool_max_bytes,
     )
     handle.node = node
+    security.register(handle)
     if make_default:
         _set_default(handle)
     return handle
@@ -235,6 +239,9 @@ def connect(
     client_buffer_rows: int = 100_000,
     spool_dir: str | os.PathLike[str] | None = None,
     spool_max_bytes: int = 1 << 30,
+    secret_file: str | os.PathLike[str] | None = None,
+    config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
 ) -> DataLogger:
     """Attach to a node running on ``host:admin_port`` (started by another process).
 
@@ -258,10 +265,18 @@ def connect(
         spool_dir: where rows that wait for the node are kept on disk, across
             restarts of this application; None keeps them in memory only.
         spool_max_bytes: most bytes this process keeps in ``spool_dir``.
+        secret_file, config, data_dir: where the node's secret is, which every
+            frame is signed with: ``secret_file``; ``config``'s
+            ``security.secret_file``; the file named by ``DATALOGGER_SECRET_FILE``;
+            ``<data_dir>/secret`` (``data_dir`` from the argument, from
+            ``config``, else ``.datalogger``). A process that runs a node itself
+            keeps that node's secret when none of these is given.
 
     Raises:
         NotRunning: nothing answers there (with ``require_node``).
         DataLoggerError: no route leads to ``host``, or ``bind`` is not an address of this host.
+        SecurityError: the secret cannot be read, or the node does not take this
+            process's frames (it has another secret).
     """
     target = resolve(host)
     if bind is None:
@@ -270,10 +285,12 @@ def connect(
         own = resolve(bind)
         if not is_own_address(own):
             raise exceptions.ConfigError(f"bind must be an address of this host, not {bind!r}")
+    security.install_client(secret_file, load_config(config) if config is not None else None, data_dir)
     link = NodeLink(admin_port, connect_timeout, admin_host=target, bind=own)
     if require_node:
         if not port_open(target, admin_port, timeout=min(1.0, connect_timeout), source=own):
             raise NotRunning(f"no datalogger node is listening on {host}:{admin_port} (seen from {own})")
+        security.probe(target, admin_port, source=own)
         link.request_router()
     handle = DataLogger(
         link,
@@ -287,6 +304,7 @@ def connect(
         spool_max_bytes=spool_max_bytes,
     )
     handle.node = f"{target}:{admin_port}"
+    security.register(handle)
     if make_default:
         _set_default(handle)
     return handle

@@ -107,6 +107,13 @@ EXAMPLES: dict[str, str] = {
     "dashboard.refresh": "refresh = 2.0",
     "dashboard.history_refresh": "history_refresh = 300.0",
     "dashboard.max_rows": "max_rows = 500000",
+    "top.security": 'security = { secret_file = "/etc/datalogger/secret" }',
+    "security.sign": "sign = false",
+    "security.secret_file": 'secret_file = "/etc/datalogger/secret"',
+    "security.previous_secret_file": 'previous_secret_file = "/etc/datalogger/secret.old"',
+    "security.previous_secret_grace": "previous_secret_grace = 86400.0",
+    "security.allowed_modules": 'allowed_modules = ["myapp.events"]',
+    "security.max_frame_bytes": "max_frame_bytes = 1073741824",
 }
 
 #: Descriptions for options whose class documents none (the testing destination).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 import datalogger
+from datalogger.keyfiles import SECRET_ENV, generate_secret
 
 BASES = ["simpleSystemBase", "multiprocTCPBase"]
 
@@ -18,6 +20,36 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+_SESSION_SECRET: dict[str, Any] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One secret file for every node and client of the session, named by DATALOGGER_SECRET_FILE.
+
+    Members of a convention share one secret, and a test's ``connect()`` or CLI
+    call needs the secret of the node it talks to. Set before collection, so
+    modules that copy ``os.environ`` for their subprocesses carry it too. Tests
+    of the other ways to find a secret remove it with ``monkeypatch.delenv``.
+    """
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="datalogger-secret-")
+    _SESSION_SECRET.update(directory=directory, previous=os.environ.get(SECRET_ENV))
+    os.environ[SECRET_ENV] = generate_secret(os.path.join(directory, "secret"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's secret."""
+    import shutil
+
+    if "directory" in _SESSION_SECRET:
+        shutil.rmtree(_SESSION_SECRET["directory"], ignore_errors=True)
+        if _SESSION_SECRET["previous"] is None:
+            os.environ.pop(SECRET_ENV, None)
+        else:
+            os.environ[SECRET_ENV] = _SESSION_SECRET["previous"]
 
 
 @pytest.fixture

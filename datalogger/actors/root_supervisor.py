@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited, WakeupMessage
 
-from .. import lifeline
+from .. import lifeline, security
 from .._startup import check_data_dir
 from .._thespian import check_allowed, default_allowed
 from ..config import Config
@@ -456,6 +456,7 @@ class RootSupervisor(ActorTypeDispatcher):
             "supervisor_pids": {topic: pid for topic, (_, pid) in sorted(results.items())},
             "rejected": self.rejected,
             "last_rejection": self.last_rejection,
+            "security": security.rejections(),
         }
         if self.node is not None:
             stats["cluster"] = {
