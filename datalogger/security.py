@@ -66,6 +66,7 @@ __all__ = [
     "probe",
     "register",
     "rejections",
+    "use",
 ]
 
 log = logging.getLogger("datalogger.security")
@@ -97,6 +98,8 @@ ALLOWED_MODULES = (
     "ipaddress",
     "pathlib",
     "collections",
+    "zoneinfo",
+    "dateutil.tz",
 )
 #: Types of ``builtins`` a frame may build; exception classes are allowed too.
 _BUILTINS = frozenset(
@@ -112,8 +115,18 @@ _SINGLE_NAMES = frozenset(
         ("socket", "AddressFamily"),
         ("socket", "SocketKind"),
         ("zoneinfo", "ZoneInfo._unpickle"),
+        ("pytz", "_p"),
     }
 )
+#: What ``getattr`` may fetch while unpickling (a pickled classmethod is ``getattr(cls, name)``).
+_GETATTR = frozenset({("zoneinfo", "ZoneInfo", "_unpickle")})
+
+
+def _restricted_getattr(obj: Any, name: str) -> Any:
+    """``builtins.getattr`` as a frame may use it: only the pairs of :data:`_GETATTR`."""
+    if (getattr(obj, "__module__", None), getattr(obj, "__qualname__", None), name) not in _GETATTR:
+        _reject("forbidden class", f"getattr({getattr(obj, '__qualname__', type(obj).__name__)}, {name!r})")
+    return getattr(obj, name)
 
 
 class RejectedFrame(Exception):
@@ -153,6 +166,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         found = _allowed.get((module, name))
         if found is not None:
             return found
+        if (module, name) == ("builtins", "getattr"):
+            return _restricted_getattr
         if not _may_load(module, name):  # checked before the module is imported
             _reject("forbidden class", f"{module}.{name}")
         found = super().find_class(module, name)
@@ -214,10 +229,10 @@ def _open(frame: bytes) -> Any:
         if frame[:4] == MAGIC:
             raise _Refusal("signed", "a signed frame, and this process has security.sign = false")
         return frame
-    if len(frame) < HEADER:
-        raise _Refusal("truncated", f"{len(frame)} bytes")
     if frame[:4] != MAGIC:
         raise _Refusal("unsigned", "no datalogger signature")
+    if len(frame) < HEADER:
+        raise _Refusal("truncated", f"{len(frame)} bytes")
     key_id = frame[4:8]
     if key_id == _state.prefix[4:]:
         secret = ring.secret
@@ -511,6 +526,16 @@ def register(user: Any) -> None:
     _state.users.add(user)
 
 
+def use(ring: Keyring, *, fresh_counters: bool = False) -> None:
+    """Sign and check frames with ``ring`` from now on, without touching Thespian (tests call
+    this; everything else calls :func:`install`)."""
+    _state.ring = ring
+    _state.prefix = MAGIC + _key_id(ring.secret)
+    _state.previous_prefix = MAGIC + _key_id(ring.previous) if ring.previous else b""
+    if fresh_counters or _state.counters is None:
+        _state.counters = Rejections()
+
+
 def install(ring: Keyring, *, node: bool = False) -> None:
     """Sign every Thespian TCP frame of this process, and of the processes it starts, with ``ring``.
 
@@ -531,11 +556,7 @@ def install(ring: Keyring, *, node: bool = False) -> None:
                 f"process speaks with one secret: close that handle first, or use it ({ring.source})"
             )
         _check_thespian()
-        _state.ring = ring
-        _state.prefix = MAGIC + _key_id(ring.secret)
-        _state.previous_prefix = MAGIC + _key_id(ring.previous) if ring.previous else b""
-        if node or _state.counters is None:
-            _state.counters = Rejections()
+        use(ring, fresh_counters=node)
         _patch_thespian()
     if not ring.sign:
         log.warning(
