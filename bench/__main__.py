@@ -1,7 +1,8 @@
 """``python -m bench <case> [--quick | --smoke] [--rounds N] [--json PATH]``.
 
 Cases: postgres, influxdb, per_row, latency, topics, outage, wal_fsync,
-peer_vmagent, encoders, middleware, logging, all; ``plot`` draws docs/img/throughput_vs_chunk.png.
+peer_vmagent, encoders, signing, middleware, logging, all; ``plot`` draws
+docs/img/throughput_vs_chunk.png.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ CASES = {
     "encoders": "bench.encoders",
     "middleware": "bench.middleware",
     "logging": "bench.logging_handler",
+    "signing": "bench.signing",
 }
 ALL = list(CASES)
 

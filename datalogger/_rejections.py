@@ -30,6 +30,7 @@ REASONS = (
     "oversize",
     "no secret",
     "signed",
+    "malformed",
 )
 PEERS = 16
 """Peers remembered (the least recent is forgotten first)."""

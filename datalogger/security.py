@@ -373,7 +373,10 @@ class _BoundedReceiveBuffer(_tcp.ReceiveBuffer):
     _opened: Any = None
 
     def addMore(self, buf: bytes) -> None:
-        super().addMore(buf)
+        try:
+            super().addMore(buf)
+        except ValueError:
+            _reject("malformed", "no frame length")
         ring = _state.ring
         if self._size is not None and ring is not None and self._size > ring.max_frame_bytes + HEADER:
             _reject("oversize", f"{self._size} bytes announced, the limit is {ring.max_frame_bytes}")
@@ -422,7 +425,8 @@ class SignedTCPTransport(_tcp.TCPTransport):
         try:
             if inc.receivedAllData():
                 try:
-                    inc.data  # noqa: B018 - unpickled once here; Thespian's own call reuses it
+                    if inc.data is None:  # unpickled once here; Thespian's own call reuses it
+                        _reject("malformed", "no frame length in the first 40 bytes")
                 except RejectedFrame:  # dropped and reported: no traceback in Thespian's log
                     try:
                         inc.socket.send(_tcp.ackDataErrMsg)
@@ -550,7 +554,10 @@ def install(ring: Keyring, *, node: bool = False) -> None:
     """
     with _state.lock:
         current = _state.ring
-        if current is not None and (current.sign, current.secret) != (ring.sign, ring.secret) and _in_use():
+        same = current is not None and (current.sign, current.secret) == (ring.sign, ring.secret)
+        if same and not node and _in_use():
+            return  # a client of the node this process talks to already: keep the node's keyring
+        if current is not None and not same and _in_use():
             raise SecurityError(
                 f"this process already talks to a node with the secret {current.source}, and one "
                 f"process speaks with one secret: close that handle first, or use it ({ring.source})"

@@ -8,7 +8,9 @@ delivered from, and stops them. Everything listens on 127.0.0.1.
 
 The destinations are JSONL files, so no server is needed; the ``special``
 destination requires the ``influxdb`` capability, so only the third node runs
-its workers (a stand-in for a real InfluxDB destination).
+its workers (a stand-in for a real InfluxDB destination). The members of a
+convention share one secret: the example makes one (``<dir>/secret``), names
+it in every node's ``[security]`` table and connects with it.
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ import time
 from pathlib import Path
 
 import datalogger
+from datalogger.keyfiles import generate_secret
 
 CONFIG = """\
 data_dir = "{data_dir}"
+
+[security]
+secret_file = "{secret}"
 
 [destinations.files]
 type = "jsonl"
@@ -49,7 +55,7 @@ def start_node(
     base: Path, name: str, port: int, leader: int | None, capabilities: list[str]
 ) -> subprocess.Popen[str]:
     config = base / f"{name}.toml"
-    config.write_text(CONFIG.format(data_dir=base / name, out=base / "out"))
+    config.write_text(CONFIG.format(data_dir=base / name, out=base / "out", secret=base / "secret"))
     cmd = [sys.executable, "-m", "datalogger", "run", "--config", str(config), "--admin-port", str(port)]
     if leader is not None:
         cmd += ["--leader", f"127.0.0.1:{leader}"]
@@ -70,11 +76,12 @@ def main() -> int:
     args = parser.parse_args()
     base = Path(args.dir or tempfile.mkdtemp(prefix="three-nodes-"))
     base.mkdir(parents=True, exist_ok=True)
+    secret = generate_secret(base / "secret")  # one secret for the whole convention (mode 0600)
     ports = [free_port(), free_port(), free_port()]
     procs = [start_node(base, "leader", ports[0], None, [])]
     procs.append(start_node(base, "member1", ports[1], ports[0], []))
     procs.append(start_node(base, "member2", ports[2], ports[0], ["influxdb"]))
-    handles = [datalogger.connect(port, make_default=False) for port in ports]
+    handles = [datalogger.connect(port, make_default=False, secret_file=secret) for port in ports]
     try:
         deadline = time.time() + 20
         while len(handles[0].nodes()) < 3 and time.time() < deadline:

@@ -25,7 +25,10 @@ def _result(path: Path) -> dict[str, object]:
 @pytest.mark.timeout(120)
 def test_latency_and_postgres_cases_run_through_the_harness(tmp_path: Path) -> None:
     """``python -m bench <case> --smoke`` measures ours and the baseline and verifies the rows."""
-    for case, variants in (("latency", {"ours", "ask"}), ("postgres", {"ours", "copy"})):
+    for case, variants in (
+        ("latency", {"ours", "ask", "ours_unsigned", "ask_unsigned"}),
+        ("postgres", {"ours", "ours_unsigned", "copy"}),
+    ):
         if case == "postgres":
             postgres_dsn_or_skip()  # after the latency case, which needs no server
         out = tmp_path / f"{case}.json"

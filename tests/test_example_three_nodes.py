@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ def test_three_nodes_example(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "three_nodes.py"), "--rows", "20", "--dir", str(tmp_path)],
         capture_output=True, text=True, timeout=180, cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "DATALOGGER_SECRET_FILE"},  # its own secret
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout

@@ -174,6 +174,12 @@ def test_an_oversized_frame_is_cut_off_from_its_announced_size(state: Any) -> No
     assert small.completed() == ({"ok": 1}, b"")
 
 
+def test_a_frame_without_a_length_is_malformed(state: Any) -> None:
+    buffer = security._BoundedReceiveBuffer(security.SERIALIZER.loads)
+    with pytest.raises(security.RejectedFrame, match="malformed"):
+        buffer.addMore(b"abc>" + b"x" * 10)
+
+
 def test_a_frame_is_unpickled_once_however_often_thespian_asks(state: Any) -> None:
     calls = []
 

@@ -235,8 +235,18 @@ def test_another_user_cannot_run_code_in_a_node(
             sock.recv(100)
     time.sleep(1.0)
     assert not marker.exists()
+    # garbage without a length, and a frame announced at 1 TB: cut off before anything is kept
+    for port, garbage in ((node.port, b"x" * 60), (ports[-1], b"1099511627776>" + b"x" * 1000)):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(garbage)
+            sock.recv(100)
     counted = dl.stats()["security"]
-    assert counted["rejected_by_reason"] == {"unsigned": len(ports), "forbidden class": 2}
+    assert counted["rejected_by_reason"] == {
+        "unsigned": len(ports),
+        "forbidden class": 2,
+        "malformed": 1,
+        "oversize": 1,
+    }
 
     # the hostile user cannot read the node's secret, and is told so
     status = subprocess.run(

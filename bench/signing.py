@@ -1,0 +1,74 @@
+"""Case ``signing``: what signing and checking one frame costs, without a node.
+
+Each variant turns a message into a frame and back the way a node does, a
+given number of times: ``plain`` with Thespian's own ``pickle.dumps`` and
+``pickle.loads``; ``unsigned`` with datalogger's serializer under
+``security.sign = false`` (the restricted unpickler only); ``signed`` with the
+default (HMAC-SHA256 over the pickle, ``hmac.compare_digest``, the restricted
+unpickler). Messages: a ``Log`` of 1 row, as a blocking ``log()`` sends, and of
+1,000 rows, as the ``postgres`` case sends. Figures only: the targets are in
+the ``latency`` and ``postgres`` cases, which run whole nodes signed and
+unsigned.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from typing import Any
+
+from datalogger import security
+from datalogger.keyfiles import Keyring
+from datalogger.messages import Log
+
+from ._common import Metrics, Mode, Result, alternate, medians_of, ratio
+from ._node import pg_rows
+
+
+def _loop(dumps: Any, loads: Any, message: Any, count: int) -> float:
+    started = time.perf_counter()
+    for _ in range(count):
+        loads(dumps(message))
+    return (time.perf_counter() - started) / count * 1e6
+
+
+def run(mode: Mode) -> Result:
+    """Alternate ``plain``, ``unsigned`` and ``signed`` for each message size."""
+    count = int(mode.pick(20_000, 5_000, 50))
+    rounds = mode.rounds_or(7, 3, 1)
+    messages = {"1 row": Log("t", pg_rows(1), True, 1), "1000 rows": Log("t", pg_rows(1000), True, 1)}
+    sizes = {name: len(pickle.dumps(m)) for name, m in messages.items()}
+    result = Result("signing", mode.name, {"frames_per_round": count, "rounds": rounds,
+                                          "pickle_bytes": sizes})
+    signed = Keyring(secret=os.urandom(32), source="bench")
+    unsigned = Keyring(sign=False, source="bench")
+
+    def variant(ring: Keyring | None) -> Any:
+        def one(r: int) -> Metrics:
+            out: Metrics = {}
+            for name, message in messages.items():
+                n = count if name == "1 row" else max(1, count // 50)
+                if ring is None:
+                    out[f"{name} us"] = _loop(pickle.dumps, pickle.loads, message, n)
+                else:
+                    security.use(ring)
+                    serializer = security.SERIALIZER
+                    out[f"{name} us"] = _loop(serializer.dumps, serializer.loads, message, n)
+            return out
+
+        return one
+
+    result.per_round = alternate(
+        rounds, {"plain": variant(None), "unsigned": variant(unsigned), "signed": variant(signed)}
+    )
+    result.medians = medians_of(result.per_round)
+    for name in messages:
+        key = f"{name} us"
+        medians = result.medians
+        result.ratios[f"signed/plain {name}"] = ratio(medians["signed"][key], medians["plain"][key])
+        result.ratios[f"signed - unsigned {name} (us)"] = (
+            result.medians["signed"][key] - result.medians["unsigned"][key]
+        )
+    result.notes.append("us: microseconds to make one frame and read it back (dumps + loads)")
+    return result
