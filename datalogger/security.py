@@ -377,6 +377,8 @@ class _BoundedReceiveBuffer(_tcp.ReceiveBuffer):
             super().addMore(buf)
         except ValueError:
             _reject("malformed", "no frame length")
+        if self._size is None and len(self._buf) >= 20:  # Thespian would buffer it for 7 minutes
+            _reject("malformed", "no frame length in the first 20 bytes")
         ring = _state.ring
         if self._size is not None and ring is not None and self._size > ring.max_frame_bytes + HEADER:
             _reject("oversize", f"{self._size} bytes announced, the limit is {ring.max_frame_bytes}")
@@ -426,7 +428,7 @@ class SignedTCPTransport(_tcp.TCPTransport):
             if inc.receivedAllData():
                 try:
                     if inc.data is None:  # unpickled once here; Thespian's own call reuses it
-                        _reject("malformed", "no frame length in the first 40 bytes")
+                        _reject("malformed", "no frame length")
                 except RejectedFrame:  # dropped and reported: no traceback in Thespian's log
                     try:
                         inc.socket.send(_tcp.ackDataErrMsg)

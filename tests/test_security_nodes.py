@@ -204,7 +204,17 @@ def test_another_user_cannot_run_code_in_a_node(
     )
     metrics_port = free_port()
     node = run_node(config, "--metrics-port", str(metrics_port))
-    dl = datalogger.connect(node.port, make_default=False)
+    with datalogger.connect(node.port, make_default=False) as dl:
+        attack_a_node(user, home, tmp_path, node, dl, db, metrics_port)
+    node.stop()
+    output = "".join(node.output)
+    assert "WARNING datalogger.security: dropped a frame from 127.0.0.1:" in output
+    assert "(unsigned: no datalogger signature)" in output
+
+
+def attack_a_node(
+    user: str, home: Path, tmp_path: Path, node: RunNode, dl: Any, db: Path, metrics_port: int
+) -> None:
     dl.log("green", [{"id": 1}])
     ports = sorted(listening_ports(node.port, but_not=node.proc.pid))
     assert node.port in ports and len(ports) >= 4  # the admin and actors (root, topic, worker...)
@@ -257,11 +267,6 @@ def test_another_user_cannot_run_code_in_a_node(
     )  # fmt: skip
     assert status.returncode == 2
     assert "cannot read the secret file" in status.stderr and "permission denied" in status.stderr
-    dl.close()
-    node.stop()
-    output = "".join(node.output)
-    assert "WARNING datalogger.security: dropped a frame from 127.0.0.1:" in output
-    assert "(unsigned: no datalogger signature)" in output
 
 
 # --------------------------------------------------------------------------- conventions
@@ -323,6 +328,7 @@ def test_a_member_with_another_secret_cannot_join_and_the_leader_shows_the_refus
 def test_clients_find_the_secret_in_the_data_dir_a_named_file_or_the_environment(
     tmp_path: Path, run_node: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    assert not security._in_use(), "a handle of an earlier test is still open in this process"
     home = tmp_path / "home"  # the node runs here with the default data_dir, .datalogger
     home.mkdir()
     db = tmp_path / "out.db"
@@ -359,22 +365,20 @@ def test_clients_find_the_secret_in_the_data_dir_a_named_file_or_the_environment
 
     monkeypatch.delenv(keyfiles.SECRET_ENV)
     for kwargs in ({"data_dir": home / ".datalogger"}, {"secret_file": secret}, {"config": client_config}):
-        handle = datalogger.connect(node.port, make_default=False, **kwargs)
-        handle.log("green", [{"via": str(sorted(kwargs))}])
-        handle.close()
+        with datalogger.connect(node.port, make_default=False, **kwargs) as handle:
+            handle.log("green", [{"via": str(sorted(kwargs))}])
     monkeypatch.setenv(keyfiles.SECRET_ENV, str(secret))
-    handle = datalogger.connect(node.port)
-    assert datalogger.get_default() is handle
-    logger = logging.getLogger("app.security-test")
-    shipping = DataLoggerHandler(topic="app_logs")
+    logger = logging.getLogger(f"security-test-{uuid.uuid4().hex}")  # untouched by other tests
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    shipping = DataLoggerHandler(topic="app_logs")  # ships through the default handle
     logger.addHandler(shipping)
-    try:
+    with datalogger.connect(node.port) as handle:
+        assert datalogger.get_default() is handle
         logger.warning("shipped with the secret from the environment")
         handle.flush(timeout=30)
-    finally:
-        logger.removeHandler(shipping)
-    assert shipping.shipped == 1 and shipping.dropped == 0
-    handle.close()
+    logger.removeHandler(shipping)
+    assert shipping.shipped == 1 and shipping.dropped == 0, shipping.last_error
     monkeypatch.delenv(keyfiles.SECRET_ENV)
     with pytest.raises(SecurityError, match="does not exist"):
         datalogger.connect(node.port, data_dir=elsewhere, make_default=False)
