@@ -304,7 +304,8 @@ def rejections() -> dict[str, Any]:
 def probe(host: str, port: int, timeout: float = 5.0, source: str | None = None) -> None:
     """Check, with one frame and its answer, that the node on ``host:port`` shares our secret.
 
-    The frame carries no message the node acts on. Nothing listening, or an
+    The frame asks the admin to look for dead children, which it does on
+    every SIGCHLD anyway: a message with no effect. Nothing listening, or an
     answer that is not a frame, is left for Thespian to report.
 
     Raises:
@@ -313,7 +314,9 @@ def probe(host: str, port: int, timeout: float = 5.0, source: str | None = None)
     """
     import socket
 
-    frame = _tcp.toSendBuffer((None, "datalogger: secret check"), SERIALIZER.dumps)
+    from thespian.system.messages.multiproc import ChildMayHaveDied
+
+    frame = _tcp.toSendBuffer((None, ChildMayHaveDied()), SERIALIZER.dumps)
     try:
         with socket.create_connection((host, port), timeout, (source or "", 0)) as sock:
             sock.sendall(frame)
@@ -367,23 +370,40 @@ def _read_frame(sock: Any, limit: int = 4096) -> bytes | None:
 
 
 class _BoundedReceiveBuffer(_tcp.ReceiveBuffer):
-    """Thespian's receive buffer: cuts off a frame announced larger than the limit, and
-    unpickles a complete frame once however often Thespian asks for it."""
+    """Thespian's receive buffer, cutting off a frame without a length or announced larger than
+    the limit (the frame counts as complete, and refused), and unpickling a complete frame once
+    however often Thespian asks for it."""
 
     _opened: Any = None
+    _refused: str | None = None
 
     def addMore(self, buf: bytes) -> None:
+        if self._refused is not None:
+            return
         try:
             super().addMore(buf)
         except ValueError:
-            _reject("malformed", "no frame length")
-        if self._size is None and len(self._buf) >= 20:  # Thespian would buffer it for 7 minutes
-            _reject("malformed", "no frame length in the first 20 bytes")
+            self._refuse("malformed", "no frame length")
+            return
         ring = _state.ring
-        if self._size is not None and ring is not None and self._size > ring.max_frame_bytes + HEADER:
-            _reject("oversize", f"{self._size} bytes announced, the limit is {ring.max_frame_bytes}")
+        if self._size is None and len(self._buf) >= 20:  # Thespian would keep it for 7 minutes
+            self._refuse("malformed", "no frame length in the first 20 bytes")
+        elif self._size is not None and ring is not None and self._size > ring.max_frame_bytes + HEADER:
+            self._refuse("oversize", f"{self._size} bytes announced, the limit is {ring.max_frame_bytes}")
+
+    def _refuse(self, reason: str, detail: str) -> None:
+        try:
+            _reject(reason, detail)
+        except RejectedFrame as refused:
+            self._refused = str(refused)
+        self._buf, self._extra = b"", b""
+
+    def isDone(self) -> bool:
+        return self._refused is not None or bool(super().isDone())
 
     def completed(self) -> Any:
+        if self._refused is not None:
+            raise RejectedFrame(self._refused)  # counted when refused
         if self._size is None or self._blen != self._size:
             return None
         if self._opened is None:
@@ -392,10 +412,10 @@ class _BoundedReceiveBuffer(_tcp.ReceiveBuffer):
 
 
 class SignedTCPTransport(_tcp.TCPTransport):
-    """Thespian's TCP transport that knows which peer a frame comes from.
+    """Thespian's TCP transport, as handed to every admin and actor process Thespian starts.
 
-    Thespian hands this class to every admin and actor process it starts; in
-    a process without the hook it refuses to run rather than run unsigned.
+    In a process without the hook (one started by ``spawn``, which imports
+    this class but inherits nothing) it refuses to run rather than run unsigned.
     """
 
     def __init__(self, initType: Any, *args: Any) -> None:
@@ -408,19 +428,24 @@ class SignedTCPTransport(_tcp.TCPTransport):
             _state.in_node_process = True  # an admin or actor process
         super().__init__(initType, *args)
 
-    def external_transport_clone(self) -> Any:
-        """Thespian's clone, of this class (Thespian's own names TCPTransport)."""
-        routed = isinstance(self.myAddress.addressDetails, _tcp.RoutedTCPv4ActorAddress)
-        return SignedTCPTransport(_tcp.ExternalTransportCopy(), self._adminAddr, self.txOnly, routed)
 
-    def _handleReadableIncoming(self, inc: Any, *args: Any, **kwargs: Any) -> Any:
-        _receiving.source = inc
+# Wrappers of TCPTransport's methods, set on the class itself so that every transport of the
+# process has them, Thespian's clones of type TCPTransport included.
+
+
+def _handle_readable(original: Any) -> Any:
+    def _handleReadableIncoming(self: Any, inc: Any, *args: Any, **kwargs: Any) -> Any:
+        _receiving.source = inc  # the peer, should its frame be dropped
         try:
-            return super()._handleReadableIncoming(inc, *args, **kwargs)
+            return original(self, inc, *args, **kwargs)
         finally:
             _receiving.source = None
 
-    def _addedDataToIncoming(self, inc: Any, *args: Any, **kwargs: Any) -> Any:
+    return _handleReadableIncoming
+
+
+def _added_data(original: Any) -> Any:
+    def _addedDataToIncoming(self: Any, inc: Any, *args: Any, **kwargs: Any) -> Any:
         if time.time() >= _state.acks_until:  # a rotation moved on: sign the ACKs with the new secret
             _sign_acks()
         _receiving.source = inc
@@ -438,15 +463,19 @@ class SignedTCPTransport(_tcp.TCPTransport):
                     return None
                 except Exception:
                     pass  # Thespian reports other errors itself
-            return super()._addedDataToIncoming(inc, *args, **kwargs)
+            return original(self, inc, *args, **kwargs)
         finally:
             _receiving.source = None
 
-    def _check_XMIT_4_done(self, intent: Any, rcv: Any) -> Any:
+    return _addedDataToIncoming
+
+
+def _check_answer(original: Any) -> Any:
+    def _check_XMIT_4_done(self: Any, intent: Any, rcv: Any) -> Any:
         """The answer to a frame we sent: a dropped one fails the transmit instead of wedging it."""
         _receiving.source = intent
         try:
-            return super()._check_XMIT_4_done(intent, rcv)
+            return original(self, intent, rcv)
         except RejectedFrame:
             intent.result = SendStatus.BadPacket
             intent.stage = self._XMITStepFinishCleanup
@@ -454,15 +483,18 @@ class SignedTCPTransport(_tcp.TCPTransport):
         finally:
             _receiving.source = None
 
+    return _check_XMIT_4_done
+
+
+_WRAPPERS = {
+    "_handleReadableIncoming": _handle_readable,
+    "_addedDataToIncoming": _added_data,
+    "_check_XMIT_4_done": _check_answer,
+}
+
 
 _MODULE_NAMES = ("serializer", "ReceiveBuffer", "toSendBuffer", "ackMsg", "ackDataErrMsg", "ackPacket")
-_METHODS = (
-    "_handleReadableIncoming",
-    "_addedDataToIncoming",
-    "_check_XMIT_4_done",
-    "_nextTransmitStep",
-    "external_transport_clone",
-)
+_METHODS = (*_WRAPPERS, "_nextTransmitStep", "_XMITStepFinishCleanup")
 
 
 def _check_thespian() -> None:
@@ -503,6 +535,12 @@ def _sign_acks() -> None:
 
 
 def _patch_thespian() -> None:
+    for name, wrap in _WRAPPERS.items():
+        method = getattr(_tcp.TCPTransport, name)
+        if not getattr(method, "_datalogger", False):
+            wrapped = wrap(method)
+            wrapped._datalogger = True
+            setattr(_tcp.TCPTransport, name, wrapped)
     _tcp.serializer = SERIALIZER
     _tcp.ReceiveBuffer = _BoundedReceiveBuffer
     _sign_acks()

@@ -167,17 +167,24 @@ def test_plain_data_survives(state: Any) -> None:
 def test_an_oversized_frame_is_cut_off_from_its_announced_size(state: Any) -> None:
     security.use(Keyring(secret=SECRET, max_frame_bytes=65536))
     buffer = security._BoundedReceiveBuffer(security.SERIALIZER.loads)
+    buffer.addMore(b"99999999999>" + b"x" * 100)
+    buffer.addMore(b"x" * 100_000)
+    assert buffer.isDone() and buffer._buf == b""  # nothing kept
     with pytest.raises(security.RejectedFrame, match="oversize"):
-        buffer.addMore(b"99999999999>" + b"x" * 100)
+        buffer.completed()
+    assert security.rejections()["rejected_by_reason"] == {"oversize": 1}
     small = security._BoundedReceiveBuffer(security.SERIALIZER.loads)
     small.addMore(tcp.toSendBuffer({"ok": 1}, security.SERIALIZER.dumps))
     assert small.completed() == ({"ok": 1}, b"")
 
 
 def test_a_frame_without_a_length_is_malformed(state: Any) -> None:
-    buffer = security._BoundedReceiveBuffer(security.SERIALIZER.loads)
-    with pytest.raises(security.RejectedFrame, match="malformed"):
-        buffer.addMore(b"abc>" + b"x" * 10)
+    for garbage in (b"abc>" + b"x" * 10, b"x" * 25):
+        buffer = security._BoundedReceiveBuffer(security.SERIALIZER.loads)
+        buffer.addMore(garbage)
+        assert buffer.isDone()
+        with pytest.raises(security.RejectedFrame, match="malformed"):
+            buffer.completed()
 
 
 def test_a_frame_is_unpickled_once_however_often_thespian_asks(state: Any) -> None:
