@@ -46,6 +46,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--admin-port", type=int, help=f"the node's admin port (default {DEFAULT_ADMIN_PORT})"
     )
     parser.add_argument("--host", default=DEFAULT_BIND, help="the node's address (default 127.0.0.1)")
+    parser.add_argument(
+        "--secret-file", help="the node's secret file (default: as `datalogger status`, see docs/security.md)"
+    )
     parser.add_argument("--port", type=int, help="the page's port (default: dashboard.port, 8050)")
     parser.add_argument(
         "--bind",
@@ -120,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
     def connect() -> Any:
         from ..system import connect as connect_node
 
-        return connect_node(admin_port, host=args.host, make_default=False)
+        return connect_node(
+            admin_port, host=args.host, make_default=False, secret_file=args.secret_file, config=config
+        )
 
     dashboard = Dashboard(
         connect=connect,
