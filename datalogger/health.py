@@ -170,7 +170,8 @@ def run_health(
         data_dir: the node's data directory, for its dead letters; ``None``
             skips that check (and says so).
         out: where to print.
-        secret_file, config: where to find the node's secret (see :func:`datalogger.connect`).
+        secret_file: the node's secret file (see :func:`datalogger.connect`).
+        config: the node's configuration, where the secret may be named.
     """
     from .deadletters import DeadLetterStore
     from .exceptions import DataLoggerError
