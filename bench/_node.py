@@ -99,6 +99,22 @@ def node_group(admin_port: int | None) -> int | None:
     return None
 
 
+def cpu_seconds(admin_port: int | None) -> float:
+    """CPU seconds (user + system) used so far by this process and every process of the node
+    on ``admin_port``: what a variant costs, unlike wall time, barely moved by other load."""
+    total = sum(psutil.Process().cpu_times()[:2])
+    group = node_group(admin_port)
+    if group is None:
+        return total
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and os.getpgid(proc.pid) == group:
+                total += sum(proc.cpu_times()[:2])
+        except (psutil.Error, OSError):
+            continue
+    return total
+
+
 def wait_group_gone(group: int | None, timeout: float = 15.0) -> None:
     """Wait until the node's processes have exited, so the next round starts clean."""
     if group is None:

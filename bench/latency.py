@@ -25,7 +25,7 @@ from thespian.actors import ActorSystem
 from datalogger._thespian import log_defs
 
 from ._common import Metrics, Mode, Result, RssSampler, Target, alternate, check_count, medians_of, ratio
-from ._node import node, unique
+from ._node import cpu_seconds, node, unique
 
 TARGET = 1.5
 SIGNING_TARGET = 1.05
@@ -95,16 +95,24 @@ def run(mode: Mode) -> Result:
                 # ours and ask in turn, in halves, so drift within the node hits both alike
                 ours_times: list[float] = []
                 ask_times: list[float] = []
+                ours_cpu = ask_cpu = 0.0
                 for _half in range(2):
+                    cpu = cpu_seconds(dl.admin_port)
                     ours_times += time_calls(lambda i: dl.log(topic, [{**row, "i": i}]), count // 2)
+                    between = cpu_seconds(dl.admin_port)
                     ask_times += time_calls(ask, count // 2)
+                    ours_cpu += between - cpu
+                    ask_cpu += cpu_seconds(dl.admin_port) - between
                 dl.flush(60.0)
                 with open(f"{out}/{topic}.jsonl", encoding="utf-8") as handle:
                     result.verified[topic] = check_count(topic, 1 + 2 * (count // 2), sum(1 for _ in handle))
                 system.tell(echo, _exit_request())
+            calls = 2 * (count // 2)
             return {
                 **{f"ours{suffix} {k}": v for k, v in summarize(ours_times).items()},
                 **{f"ask{suffix} {k}": v for k, v in summarize(ask_times).items()},
+                f"ours{suffix} cpu_us_per_call": ours_cpu / calls * 1e6,
+                f"ask{suffix} cpu_us_per_call": ask_cpu / calls * 1e6,
             }
 
         return one_node
@@ -133,6 +141,10 @@ def run(mode: Mode) -> Result:
         Target("signed/unsigned ours p50_ms", result.ratios["signed/unsigned ours p50_ms"], "<=",
                SIGNING_TARGET)
     )
+    for variant in ("ours", "ask"):
+        result.ratios[f"signed/unsigned {variant} CPU per call"] = ratio(
+            med[variant]["cpu_us_per_call"], med[f"{variant}_unsigned"]["cpu_us_per_call"]
+        )
     result.notes.append(
         "ours: dl.log() on a node signing its frames (the default); *_unsigned: security.sign = "
         "false in the same round; ask: a raw Thespian ask on the unsigned node (plain pickles)"

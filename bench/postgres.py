@@ -33,6 +33,7 @@ from ._node import (
     PG_COLUMNS,
     Chunk,
     chunked,
+    cpu_seconds,
     log_chunks,
     node,
     pg_connect,
@@ -88,8 +89,14 @@ def run(mode: Mode, chunk_size: int = 1000, total: int | None = None) -> Result:
                         dl.flush(60.0)
                         topic = unique(f"bench_pg_r{r}")
                         tables.append(topic)
+                        cpu = cpu_seconds(dl.admin_port)
                         seconds = log_chunks(dl, topic, chunks)
-                    return {"rows_per_s": total / seconds, "seconds": seconds}
+                        cpu = cpu_seconds(dl.admin_port) - cpu
+                    return {
+                        "rows_per_s": total / seconds,
+                        "seconds": seconds,
+                        "cpu_us_per_row": cpu / total * 1e6,
+                    }
 
                 return ours
 
@@ -114,6 +121,12 @@ def run(mode: Mode, chunk_size: int = 1000, total: int | None = None) -> Result:
     signed = ratio(result.medians["ours"]["rows_per_s"], result.medians["ours_unsigned"]["rows_per_s"])
     result.ratios["signed/unsigned rows/s"] = signed
     result.targets.append(Target("signed/unsigned rows/s", signed, ">=", SIGNING_TARGET))
-    result.notes.append("ours signs its frames (the default); ours_unsigned: security.sign = false")
+    result.ratios["signed/unsigned CPU per row"] = ratio(
+        result.medians["ours"]["cpu_us_per_row"], result.medians["ours_unsigned"]["cpu_us_per_row"]
+    )
+    result.notes.append(
+        "ours signs its frames (the default); ours_unsigned: security.sign = false; cpu_us_per_row: "
+        "CPU of the node's processes and the caller over the timed region, per row"
+    )
     result.notes.append("memory: 'node' = our node's processes; the COPY loop runs in 'caller'")
     return result

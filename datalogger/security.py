@@ -325,7 +325,7 @@ def probe(host: str, port: int, timeout: float = 5.0, source: str | None = None)
         return
     if answer is None:
         return
-    source = _state.ring.source if _state.ring is not None else "no secret"
+    ours = _state.ring.source if _state.ring is not None else "no secret"
     try:
         reply = _RestrictedUnpickler(io.BytesIO(_open(answer))).load()
     except _Refusal as refusal:
@@ -333,7 +333,7 @@ def probe(host: str, port: int, timeout: float = 5.0, source: str | None = None)
         why = {
             "unsigned": "the node does not sign its frames (security.sign = false there)",
             "signed": "the node signs its frames and this process has security.sign = false",
-        }.get(reason, f"the node's secret is not this process's secret, {source}")
+        }.get(reason, f"the node's secret is not this process's secret, {ours}")
         raise SecurityError(
             f"cannot talk to the node on {host}:{port}: {why}. Name the node's secret with "
             f"--secret-file, {SECRET_ENV}, --config or secret_file=; see docs/security.md"
@@ -343,7 +343,7 @@ def probe(host: str, port: int, timeout: float = 5.0, source: str | None = None)
     if reply != _streams.ackPacket:
         raise SecurityError(
             f"the node on {host}:{port} dropped this process's frame although it shares its secret "
-            f"({source}): it may accept the previous secret only, see its log"
+            f"({ours}): it may accept the previous secret only, see its log"
         )
 
 
