@@ -98,13 +98,17 @@ def generate_secret(path: str | os.PathLike[str]) -> str:
     return path
 
 
-def read_secret(path: str | os.PathLike[str], found: str = "") -> bytes:
+def read_secret(path: str | os.PathLike[str], found: str = "", *, own: bool = False) -> bytes:
     """The secret in ``path``; ``found`` says how the path was chosen, for messages.
+
+    With ``own`` (a node reading its own secret), the file must belong to this
+    process's user or to root: a secret another user planted is known to them.
 
     Raises:
         SecurityError: the file is missing, unreadable, not a regular file,
             open to other users (readable or writable by others, writable by
-            its group), or holds fewer than 64 hexadecimal digits.
+            its group), not owned as ``own`` asks, or holds fewer than 64
+            hexadecimal digits.
     """
     where = f"the secret file {path}" + (f" ({found})" if found else "")
     try:
@@ -125,6 +129,11 @@ def read_secret(path: str | os.PathLike[str], found: str = "") -> bytes:
         raise SecurityError(f"cannot read {where}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(info.st_mode):
         raise SecurityError(f"{where} is not a regular file")
+    if own and info.st_uid not in (os.geteuid(), 0):
+        raise SecurityError(
+            f"{where} belongs to user id {info.st_uid}, not to this user ({os.geteuid()}) or root: "
+            "a node takes only a secret its own user owns"
+        )
     if info.st_mode & (stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP):
         raise SecurityError(
             f"{where} is open to other users (mode {stat.S_IMODE(info.st_mode):04o}): chmod 600 it"
@@ -165,12 +174,12 @@ def rotation_times(path: str | os.PathLike[str], grace: float) -> tuple[float, f
     return started + grace / 2, started + grace
 
 
-def _keyring(settings: Any, path: str, found: str) -> Keyring:
-    secret = read_secret(path, found)
+def _keyring(settings: Any, path: str, found: str, own: bool = False) -> Keyring:
+    secret = read_secret(path, found, own=own)
     previous = b""
     sign_previous_until = previous_until = 0.0
     if settings is not None and settings.previous_secret_file:
-        previous = read_secret(settings.previous_secret_file, "security.previous_secret_file")
+        previous = read_secret(settings.previous_secret_file, "security.previous_secret_file", own=own)
         sign_previous_until, previous_until = rotation_times(path, settings.previous_secret_grace)
     return Keyring(
         sign=True,
@@ -201,7 +210,7 @@ def node_keyring(config: Any) -> Keyring:
         except OSError as exc:
             raise SecurityError(f"cannot create the node's secret {path}: {exc.strerror or exc}") from exc
         logging.getLogger("datalogger.security").info("made the node's secret %s (mode 0600)", path)
-    return _keyring(settings, path, found)
+    return _keyring(settings, path, found, own=True)
 
 
 def client_keyring(secret_file: Any = None, config: Any = None, data_dir: Any = None) -> Keyring:

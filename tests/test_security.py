@@ -318,6 +318,21 @@ def test_read_secret_says_what_is_wrong(tmp_path: Path, content: str | None, mod
     assert str(path) in str(info.value) and "(from the test)" in str(info.value)
 
 
+def test_a_node_refuses_a_secret_another_user_planted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local user who creates <data_dir>/secret before the node's first start knows it."""
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root (CI runs as root)")
+    monkeypatch.delenv(keyfiles.SECRET_ENV, raising=False)
+    planted = Path(keyfiles.generate_secret(tmp_path / "state" / "secret"))
+    os.chown(planted, 65534, 65534)  # nobody
+    config = load_config({"data_dir": str(tmp_path / "state"), "destinations": {"m": {"type": "memory"}}})
+    with pytest.raises(SecurityError, match="belongs to user id 65534, not to this user"):
+        keyfiles.node_keyring(config)
+    assert len(keyfiles.client_keyring(config=config).secret) == 32  # a client only talks with it
+
+
 def test_a_group_readable_secret_is_accepted(tmp_path: Path) -> None:
     path = Path(keyfiles.generate_secret(tmp_path / "secret"))
     path.chmod(0o640)
