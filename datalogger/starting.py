@@ -265,12 +265,15 @@ def connect(
         spool_dir: where rows that wait for the node are kept on disk, across
             restarts of this application; None keeps them in memory only.
         spool_max_bytes: most bytes this process keeps in ``spool_dir``.
-        secret_file, config, data_dir: where the node's secret is, which every
-            frame is signed with: ``secret_file``; ``config``'s
-            ``security.secret_file``; the file named by ``DATALOGGER_SECRET_FILE``;
-            ``<data_dir>/secret`` (``data_dir`` from the argument, from
-            ``config``, else ``.datalogger``). A process that runs a node itself
-            keeps that node's secret when none of these is given.
+        secret_file: the node's secret, which every frame is signed with. Unset,
+            it is looked for as ``config`` names it (``security.secret_file``),
+            then in the file named by ``DATALOGGER_SECRET_FILE``, then in
+            ``<data_dir>/secret``. A process that runs a node itself keeps that
+            node's secret when none of these is given.
+        config: the node's configuration (a dict, TOML path or ``Config``), for
+            its ``security`` table and ``data_dir``.
+        data_dir: the node's data directory (default: ``config``'s, else
+            ``.datalogger``), for ``<data_dir>/secret``.
 
     Raises:
         NotRunning: nothing answers there (with ``require_node``).
