@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -149,11 +150,15 @@ class Endpoint:
         """
         self.send_many(address, [message], timeout)
 
-    def send_many(self, address: Any, messages: list[Any], timeout: float) -> None:
+    def send_many(
+        self, address: Any, messages: list[Any], timeout: float,
+        pause: Callable[[], None] | None = None,
+    ) -> None:
         """Send several messages to one address, in order; wait for every acknowledgement.
 
         ``timeout`` bounds the wait for the *next* acknowledgement: a busy actor
-        that keeps taking messages is slow, not gone.
+        that keeps taking messages is slow, not gone. ``pause()`` is called
+        between two messages handed to the transport (each is pickled then).
 
         Raises:
             Unreachable: as :meth:`send`; its ``sent`` is how many of the first
@@ -166,7 +171,9 @@ class Endpoint:
             failed.append(result)
             self._transport.abort_run()
 
-        for message in messages:
+        for index, message in enumerate(messages):
+            if index and pause is not None:
+                pause()
             self._transport.scheduleTransmit(
                 None,
                 TransmitIntent(address, message, onSuccess=lambda r, i: sent.append(r), onError=on_error),

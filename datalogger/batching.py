@@ -86,6 +86,15 @@ ADOPT_EVERY = 30.0
 PATIENCE = 10.0
 """Seconds the sender waits for the node to take a message before it counts the node as away
 (a caller's blocking call waits ``connect_timeout`` only; a refused connection is seen at once)."""
+PAUSE = 0.0002
+"""Seconds the sender sleeps between two pieces of its work (a chunk sent, a message
+scheduled, :data:`PIECE_ROWS` rows built), unless a flush waits, the handle closes or
+memory is half full. Sleeping hands the interpreter lock to a thread that waits for it
+(a request being served) instead of holding it until the interpreter takes it away,
+which it does only every ``sys.getswitchinterval()`` (5 ms): the application waits at
+most one piece, not a whole send round."""
+PIECE_ROWS = 64
+"""Lazy rows (the logging handler's) built between two pauses."""
 REFUSALS = ("InvalidInput", "InvalidTopic", "InvalidData")
 """Answers meaning the node will never take a chunk (it is dropped and counted)."""
 
@@ -292,7 +301,7 @@ class ClientSender:
         queue = self._queue
         with queue.cond:
             while not queue.closing and not queue.has_work():
-                queue.cond.wait(ADOPT_EVERY if self._spools is not None else WARN_EVERY)
+                queue.wait(ADOPT_EVERY if self._spools is not None else WARN_EVERY)
                 if self._adopt_due() or self._drops_to_report():
                     break
             if queue.closing and (time.monotonic() >= self._close_deadline or not queue.has_work()):
@@ -302,7 +311,7 @@ class ClientSender:
                 left = linger_until - time.monotonic()
                 if left <= 0:
                     break
-                queue.cond.wait(left)
+                queue.wait(left, linger=True)
             self._hurry = False
         self._back_off()
         self._warn_if_dropped()
@@ -351,6 +360,7 @@ class ClientSender:
                     queue.give_back(chunks[index:])
                     raise
                 queue.finished(topic, len(rows), sent, error)
+                self._pause()
         self._send_events()
         if spools is not None:
             spools.sync()
@@ -369,8 +379,12 @@ class ClientSender:
         built: Rows = []
         append = built.append
         failed: Exception | None = None
+        pieces = 0
         for row in rows:
             if type(row) is LazyRow:
+                pieces += 1
+                if pieces % PIECE_ROWS == 0:
+                    self._pause()
                 try:
                     row = row.build(row.source)
                 except Exception as exc:
@@ -408,13 +422,15 @@ class ClientSender:
         if not batch:
             return
         messages = _grouped(batch)
-        try:  # one pickling check for the whole batch; event by event only when it fails
-            pickle.dumps(messages, pickle.HIGHEST_PROTOCOL)
+        try:  # a pickling check per message (a pause between); event by event only when it fails
+            for message in messages:
+                pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+                self._pause()
         except Exception:
             messages = _grouped(self._picklable(batch))
         unpicklable = len(batch) - sum(len(m.events) for m in messages)
         try:
-            self._link.broadcast(messages, patience=self._patience())
+            self._link.broadcast(messages, patience=self._patience(), pause=self._pause)
         except BaseException as exc:
             delivered = getattr(exc, "delivered", 0)  # those the node took are not sent twice,
             uncertain = getattr(exc, "uncertain", 0)  # nor one that may have arrived
@@ -429,6 +445,12 @@ class ClientSender:
             )
             raise
         self._queue.events_ended(len(batch) - unpicklable, unpicklable, [])
+
+    def _pause(self) -> None:
+        """Let the application's threads run between two pieces of work (see :data:`PAUSE`)."""
+        if self._hurry or self._queue.closing or self._queue.queued >= self.buffer_rows // 2:
+            return
+        time.sleep(PAUSE)
 
     def _patience(self) -> float:
         return max(PATIENCE, getattr(self._link, "connect_timeout", 0.0))

@@ -6,6 +6,14 @@ ended, moves rows to and from the spool, and waits on :attr:`ClientQueue.cond`.
 Every method holds the queue's lock for a few dictionary and list operations
 only, never across I/O.
 
+The one-row puts of the middleware and the logging handler (:meth:`ClientQueue.put_one`,
+:meth:`ClientQueue.put_event`) take no lock at all: they append to a deque (one atomic
+operation) and read a flag; only when the sender is asleep waiting for work, or a whole
+chunk has gathered while it lingers, do they take the lock to wake it. A request thread
+then never waits for a lock the sender holds while the interpreter lock is switched
+away from it. Every locked method first moves those rows into the per-topic lists
+(:meth:`ClientQueue._drain`), so order per topic is kept.
+
 Rows are counted per *key*: the topic for this process's rows, ``("adopted",
 topic)`` for rows found in a spool left by another process. Rows of a key
 settle (sent, or dropped) in the order they were offered, so :meth:`behind`
@@ -37,8 +45,13 @@ class ClientQueue:
         self.cond = threading.Condition(threading.Lock())
         """Guards everything here; the sender waits on it for work."""
         self.rows: dict[str, Rows] = {}
-        self.queued = 0
-        """Rows in memory, chunks being sent included."""
+        self.inbox: deque[tuple[str, Any]] = deque()
+        """Rows put by :meth:`put_one`, not yet moved into :attr:`rows` (no lock needed)."""
+        self.sleeping = False
+        """The sender waits on :attr:`cond` for work: a lock-free put must wake it."""
+        self.lingering = False
+        """The sender waits for more rows: a lock-free put wakes it once a chunk is whole."""
+        self._queued = 0
         self.inflight: set[str] = set()
         """Topics with a chunk being sent (their other rows wait behind it)."""
         self.events: deque[PubSubBroadcast] = deque()
@@ -57,48 +70,93 @@ class ClientQueue:
         self.last_error: str | None = None
         self.spool_error: str | None = None
 
+    @property
+    def queued(self) -> int:
+        """Rows in memory, chunks being sent included."""
+        return self._queued + len(self.inbox)
+
     # ------------------------------------------------------------------ callers
     def put(self, topic: str, rows: Rows) -> bool:
         """Queue ``rows``; False, counting nothing, when memory is full (the caller decides)."""
         count = len(rows)
         with self.cond:
-            if self.queued + count > self.buffer_rows:
+            self._drain()  # rows put one by one before these go first
+            if self._queued + count > self.buffer_rows:
                 return False
             queue = self.rows.get(topic)
             if queue is None:
                 self.rows[topic] = queue = []
             queue.extend(rows)
-            self.queued += count
+            self._queued += count
             self.offered[topic] = self.offered.get(topic, 0) + count
-            if self.queued == count or len(queue) >= MAX_CHUNK_ROWS:
+            if self.sleeping or len(queue) >= MAX_CHUNK_ROWS:
                 self.cond.notify()
         return True
 
     def put_one(self, topic: str, row: Any) -> bool:
-        """:meth:`put` of one row, without a list."""
-        with self.cond:
-            if self.queued >= self.buffer_rows:
-                return False
-            queue = self.rows.get(topic)
-            if queue is None:
-                self.rows[topic] = queue = []
-            queue.append(row)
-            self.queued += 1
-            self.offered[topic] = self.offered.get(topic, 0) + 1
-            if self.queued == 1 or len(queue) >= MAX_CHUNK_ROWS:
-                self.cond.notify()
+        """:meth:`put` of one row, without a list and without the lock (see the module docstring)."""
+        inbox = self.inbox
+        if self._queued + len(inbox) >= self.buffer_rows:
+            return False
+        inbox.append((topic, row))
+        if self.sleeping or (self.lingering and len(inbox) >= MAX_CHUNK_ROWS):
+            self._wake()
         return True
 
     def put_event(self, message: PubSubBroadcast) -> bool:
-        """Queue an event; False (counted in ``events_dropped``) when ``buffer_rows`` wait already."""
-        with self.cond:
-            if len(self.events) >= self.buffer_rows:
+        """Queue an event; False (counted in ``events_dropped``) when ``buffer_rows`` wait already.
+
+        Takes no lock unless the event is dropped or the sender must be woken.
+        """
+        events = self.events
+        if len(events) >= self.buffer_rows:
+            with self.cond:
                 self.events_dropped += 1
-                return False
-            self.events.append(message)
-            if len(self.events) == 1:
-                self.cond.notify()
+            return False
+        events.append(message)
+        if self.sleeping:
+            self._wake()
         return True
+
+    def _wake(self) -> None:
+        with self.cond:
+            self.cond.notify()
+
+    def _drain(self) -> None:
+        """Move the rows of :meth:`put_one` into their topics' lists (hold the lock)."""
+        inbox = self.inbox
+        if not inbox:
+            return
+        rows, offered = self.rows, self.offered
+        popleft = inbox.popleft
+        for _ in range(len(inbox)):  # what put_one appends meanwhile waits for the next drain
+            topic, row = popleft()
+            queue = rows.get(topic)
+            if queue is None:
+                rows[topic] = queue = []
+            queue.append(row)
+            offered[topic] = offered.get(topic, 0) + 1
+            self._queued += 1
+
+    def wait(self, timeout: float, linger: bool = False) -> None:
+        """The sender waits (hold the lock): for work, or (``linger``) for a whole chunk.
+
+        Lock-free puts wake it: any put while it waits for work, a put that makes
+        a chunk's worth of rows while it lingers. The flag is set before the inbox
+        is looked at, so a put either is seen here or sees the flag.
+        """
+        if linger:
+            self.lingering = True
+            ready = len(self.inbox) >= MAX_CHUNK_ROWS
+        else:
+            self.sleeping = True
+            ready = bool(self.inbox) or bool(self.events)
+        try:
+            if not ready:
+                self.cond.wait(timeout)
+        finally:
+            self.sleeping = self.lingering = False
+        self._drain()
 
     def refuse(self, count: int) -> None:
         """Count rows a caller could not queue (memory full, no room in a spool either)."""
@@ -109,6 +167,7 @@ class ClientQueue:
     def snapshot(self) -> dict[Any, int]:
         """Rows offered so far, per key (what a ``flush()`` waits for)."""
         with self.cond:
+            self._drain()
             return dict(self.offered)
 
     def behind(self, target: dict[Any, int]) -> int:
@@ -122,16 +181,19 @@ class ClientQueue:
     # ------------------------------------------------------------------ the sender
     def has_work(self) -> bool:
         """Rows or events to send (hold the lock)."""
+        self._drain()
         return bool(self.rows) or bool(self.events) or self.spooled > 0
 
     def has_full_chunk(self) -> bool:
         """A topic has a whole chunk waiting (hold the lock)."""
+        self._drain()
         return any(len(rows) >= MAX_CHUNK_ROWS for rows in self.rows.values())
 
     def take(self, waits_behind_spool: Any) -> list[tuple[str, Rows]]:
         """A chunk of each topic not being sent and with nothing older in a spool."""
         chunks = []
         with self.cond:
+            self._drain()
             for topic in list(self.rows):
                 if topic in self.inflight or waits_behind_spool(topic):
                     continue
@@ -148,6 +210,7 @@ class ClientQueue:
     def give_back(self, chunks: list[tuple[str, Rows]]) -> None:
         """Chunks not sent go back in front of what was queued since (order per topic kept)."""
         with self.cond:
+            self._drain()  # the chunks are older than anything put meanwhile
             for topic, rows in chunks:
                 self.rows[topic] = rows + self.rows.get(topic, [])
                 self.inflight.discard(topic)
@@ -156,7 +219,7 @@ class ClientQueue:
         """A chunk taken from memory ended: sent, or refused by the node (dropped)."""
         with self.cond:
             self.inflight.discard(topic)
-            self.queued -= count
+            self._queued -= count
             self._ended(topic, count, sent, error)
             self.cond.notify_all()
 
@@ -183,13 +246,14 @@ class ClientQueue:
         with self.cond:
             self.dropped += count
             self.errors += count
-            self.queued -= count
+            self._queued -= count
             self._settle(topic, count)
             self.last_error = error
 
     def take_for_spool(self) -> dict[str, Rows]:
         """The rows of every topic not being sent, out of memory (still counted as queued)."""
         with self.cond:
+            self._drain()
             taken = {t: rows for t, rows in self.rows.items() if t not in self.inflight}
             for topic in taken:
                 del self.rows[topic]
@@ -198,7 +262,7 @@ class ClientQueue:
     def moved_to_spool(self, count: int) -> None:
         """Rows taken with :meth:`take_for_spool` are in the spool now."""
         with self.cond:
-            self.queued -= count
+            self._queued -= count
             self.spooled += count
             self.spooled_total += count
 
@@ -237,12 +301,13 @@ class ClientQueue:
     def drop_remaining(self) -> tuple[int, int]:
         """The sender stops: rows and events still in memory are dropped; (rows, events)."""
         with self.cond:
-            rows, events = self.queued, len(self.events)
+            self._drain()
+            rows, events = self._queued, len(self.events)
             self.dropped += rows
             for topic, waiting in self.rows.items():
                 self._settle(topic, len(waiting))
             self.rows.clear()
-            self.queued = 0
+            self._queued = 0
             self.events_dropped += events
             self.events.clear()
             self.cond.notify_all()
@@ -251,8 +316,9 @@ class ClientQueue:
     def counters(self) -> dict[str, Any]:
         """``queued``, ``spooled``, ``sent``, ``dropped``, ``spooled_total``, ``events_*``, errors."""
         with self.cond:
+            self._drain()
             return {
-                "queued": self.queued,
+                "queued": self._queued,
                 "spooled": self.spooled,
                 "sent": self.sent,
                 "dropped": self.dropped,

@@ -66,8 +66,11 @@ class Link(Protocol):
     ) -> LogAccepted | LogRejected:
         """Log a chunk and return the node's answer."""
 
-    def broadcast(self, messages: list[Any], patience: float | None = None) -> None:
-        """Hand broadcast messages to the node's PubSub actor."""
+    def broadcast(
+        self, messages: list[Any], patience: float | None = None,
+        pause: Callable[[], None] | None = None,
+    ) -> None:
+        """Hand broadcast messages to the node's PubSub actor (``pause()`` between two)."""
 
     @property
     def router(self) -> Any:
@@ -372,11 +375,15 @@ class NodeLink:
                     raise self._unreachable(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def broadcast(self, messages: list[Any], patience: float | None = None) -> None:
+    def broadcast(
+        self, messages: list[Any], patience: float | None = None,
+        pause: Callable[[], None] | None = None,
+    ) -> None:
         """Hand ``messages`` to the node's PubSub actor (found by its global name), in order.
 
         Each acknowledgement is awaited for up to ``patience`` (default
-        ``connect_timeout``) seconds.
+        ``connect_timeout``) seconds; ``pause()`` is called between two
+        messages handed to the transport.
 
         Raises:
             NotRunning: the node could not be reached in time. Its ``delivered``
@@ -399,7 +406,7 @@ class NodeLink:
                         with self._lock:
                             if self._generation == generation:
                                 self._pubsub = pubsub
-                    holder[0].send_many(pubsub, messages[delivered:], wait)
+                    holder[0].send_many(pubsub, messages[delivered:], wait, pause)
                     return
                 except Unreachable as exc:
                     delivered += exc.sent
@@ -467,7 +474,10 @@ class LocalLink:
         )
         return reply
 
-    def broadcast(self, messages: list[Any], patience: float | None = None) -> None:
+    def broadcast(
+        self, messages: list[Any], patience: float | None = None,
+        pause: Callable[[], None] | None = None,
+    ) -> None:
         """Tell each message to the PubSub actor."""
         with self._lock:
             if self._pubsub is None:

@@ -662,8 +662,8 @@ class PubSubBroadcasts:
 
     topic: str
     """The pubsub topic."""
-    events: tuple[Any, ...]
-    """The events, oldest first."""
+    events: tuple[Any, ...] = attrs.field(repr=_count)
+    """The events, oldest first (shown as a count: Thespian formats every message it sends)."""
     scope: str = "local"
     """As :attr:`PubSubBroadcast.scope`."""
 

@@ -39,6 +39,10 @@ def json_default(value: Any) -> Any:
     return str(value)
 
 
+_ENCODER = json.JSONEncoder(default=json_default, separators=(",", ":"))
+"""Made once: ``json.dumps`` with any option builds a new encoder on every call."""
+
+
 def to_json(value: Any) -> str:
     """Compact JSON text of ``value``, with the rules above."""
-    return json.dumps(value, default=json_default, separators=(",", ":"))
+    return _ENCODER.encode(value)
