@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from datalogger.client_queue import MAX_CHUNK_ROWS, ClientQueue
 from datalogger.messages import PubSubBroadcast
 
@@ -111,3 +114,66 @@ def test_what_is_left_when_the_sender_stops_is_dropped_and_settled() -> None:
     with queue.cond:
         assert queue.behind(target) == 0
     assert queue.counters()["dropped"] == 2 and queue.counters()["events_dropped"] == 1
+
+
+def test_one_row_puts_keep_their_order_with_list_puts_and_count_for_flush() -> None:
+    queue = ClientQueue(buffer_rows=10)
+    queue.put_one("a", {"n": 1})  # lock-free: waits in the inbox
+    queue.put_one("b", {"n": 10})
+    assert queue.queued == 2
+    queue.put("a", rows(2, 3))  # older one-row puts go first
+    queue.put_one("a", {"n": 4})
+    target = queue.snapshot()
+    assert target == {"a": 4, "b": 1}
+    assert dict(queue.take(lambda topic: False)) == {"a": rows(1, 2, 3, 4), "b": rows(10)}
+    assert queue.counters()["queued"] == 5
+
+
+def test_a_one_row_put_wakes_a_sleeping_sender_and_a_whole_chunk_a_lingering_one() -> None:
+    queue = ClientQueue(buffer_rows=10 * MAX_CHUNK_ROWS)
+    woke: list[float] = []
+
+    def sender(linger: bool) -> None:
+        started = time.monotonic()
+        with queue.cond:
+            queue.wait(30.0, linger=linger)
+        woke.append(time.monotonic() - started)
+
+    thread = threading.Thread(target=sender, args=(False,))
+    thread.start()
+    while not queue.sleeping:
+        time.sleep(0.001)
+    queue.put_one("a", {"n": 1})
+    thread.join(5.0)
+    assert woke and woke[0] < 5.0  # not the 30 s timeout
+    assert queue.rows == {"a": rows(1)}  # moved out of the inbox on waking
+
+    thread = threading.Thread(target=sender, args=(True,))
+    thread.start()
+    while not queue.lingering:
+        time.sleep(0.001)
+    for n in range(MAX_CHUNK_ROWS - 1):
+        queue.put_one("a", {"n": n})
+    time.sleep(0.05)
+    assert len(woke) == 1  # lingering: fewer rows than a chunk do not wake it
+    queue.put_one("a", {"n": 0})
+    thread.join(5.0)
+    assert len(woke) == 2 and woke[1] < 5.0
+
+
+def test_an_event_put_wakes_a_sleeping_sender() -> None:
+    queue = ClientQueue(buffer_rows=10)
+    done = threading.Event()
+
+    def sender() -> None:
+        with queue.cond:
+            queue.wait(30.0)
+        done.set()
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    while not queue.sleeping:
+        time.sleep(0.001)
+    queue.put_event(PubSubBroadcast("t", 1))
+    assert done.wait(5.0)
+    thread.join(5.0)
