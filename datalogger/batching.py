@@ -3,13 +3,18 @@
 ``log_nowait()``, ``broadcast()``, the request-analytics middleware and the
 logging handler all end in :meth:`ClientSender.put` or
 :meth:`ClientSender.put_event`: rows (checked by the caller) or events are
-appended to an in-process queue (:mod:`datalogger.client_queue`) under a lock
-held for that append only, and the call returns. It never waits for the node, whether the node is up, slow or
-gone.
+appended to an in-process queue (:mod:`datalogger.client_queue`), without a
+lock for one row or one event (a lock held for that append only for a list of
+rows), and the call returns. It never waits for the node, whether the node is
+up, slow or gone.
 
 One background thread per handle sends the queue: each topic's rows as chunks
 of up to :data:`MAX_CHUNK_ROWS`, after waiting :data:`LINGER` seconds for more
-to gather, and the events to the node's PubSub actor. When the node cannot be
+to gather, and the events to the node's PubSub actor. It works in pieces (a
+chunk sent, an event message pickled, :data:`PIECE_ROWS` rows built) and sleeps
+:data:`PAUSE` between two, so that a thread of the application waiting for the
+interpreter lock gets it after one piece, not after the whole send round or the
+interpreter's 5 ms switch interval. When the node cannot be
 reached (see :mod:`datalogger.connection`) the thread keeps the rows and tries
 again with growing pauses (:data:`BACKOFF_FIRST` to :data:`BACKOFF_MAX`
 seconds), finding the node again by name when it returns.
@@ -59,6 +64,8 @@ __all__ = [
     "BACKOFF_MAX",
     "LINGER",
     "MAX_CHUNK_ROWS",
+    "PAUSE",
+    "PIECE_ROWS",
     "WARN_EVERY",
     "ClientSender",
     "LazyRow",
