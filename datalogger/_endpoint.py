@@ -22,6 +22,7 @@ This is the one module that uses Thespian's internals for the client side
 from __future__ import annotations
 
 import itertools
+import pickle
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -43,7 +44,7 @@ from thespian.system.transport.TCPTransport import TCPTransport
 
 from ._thespian import ADMIN_HOST_CAPABILITY, BIND_CAPABILITY
 
-__all__ = ["Endpoint", "Unreachable", "actor_system"]
+__all__ = ["Endpoint", "Unpicklable", "Unreachable", "actor_system"]
 
 _instances = itertools.count(1)
 
@@ -60,6 +61,17 @@ class Unreachable(Exception):
         self.silent = silent
         self.sent = sent
         """Of several messages, how many of the first were acknowledged."""
+
+
+class Unpicklable(Exception):
+    """A message of :meth:`Endpoint.send_many` could not be pickled: nothing of it was sent.
+
+    ``sent`` messages before it were sent and acknowledged; none after it was tried.
+    """
+
+    def __init__(self, cause: BaseException, sent: int) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.sent = sent
 
 
 def _describe(status: Any) -> str:
@@ -163,6 +175,9 @@ class Endpoint:
         Raises:
             Unreachable: as :meth:`send`; its ``sent`` is how many of the first
                 messages were acknowledged (the others may or may not have arrived).
+            Unpicklable: a message could not be pickled; those before it were
+                sent and acknowledged (the transport pickles each message once,
+                so the caller need not check them first).
         """
         sent: list[Any] = []
         failed: list[Any] = []
@@ -171,16 +186,23 @@ class Endpoint:
             failed.append(result)
             self._transport.abort_run()
 
+        unpicklable: BaseException | None = None
+        scheduled = 0
         for index, message in enumerate(messages):
             if index and pause is not None:
                 pause()
-            self._transport.scheduleTransmit(
-                None,
-                TransmitIntent(address, message, onSuccess=lambda r, i: sent.append(r), onError=on_error),
-            )
+            try:  # Thespian pickles the message here, before anything of it is queued
+                self._transport.scheduleTransmit(
+                    None,
+                    TransmitIntent(address, message, onSuccess=lambda r, i: sent.append(r), onError=on_error),
+                )
+            except (pickle.PicklingError, TypeError, AttributeError) as exc:
+                unpicklable = exc
+                break
+            scheduled += 1
         deadline = time.monotonic() + timeout
         progress = 0
-        while not failed and len(sent) < len(messages):
+        while not failed and len(sent) < scheduled:
             if len(sent) > progress:
                 progress, deadline = len(sent), time.monotonic() + timeout
             remaining = deadline - time.monotonic()
@@ -189,6 +211,8 @@ class Endpoint:
             self._ops._run_transport(timedelta(seconds=remaining), txonly=True)
         if failed:
             raise Unreachable(_describe(failed[0]), sent=len(sent))
+        if unpicklable is not None:
+            raise Unpicklable(unpicklable, scheduled) from unpicklable
 
     def receive(self, timeout: float) -> Any:
         """The next message for this endpoint, waiting up to ``timeout`` s; None on silence."""

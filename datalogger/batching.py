@@ -53,6 +53,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._endpoint import Unpicklable
 from .client_queue import MAX_CHUNK_ROWS, ClientQueue
 from .client_spool import Spool, SpoolKeeper
 from .connection import Link
@@ -429,15 +430,16 @@ class ClientSender:
         if not batch:
             return
         messages = _grouped(batch)
-        try:  # a pickling check per message (a pause between); event by event only when it fails
-            for message in messages:
-                pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-                self._pause()
-        except Exception:
-            messages = _grouped(self._picklable(batch))
-        unpicklable = len(batch) - sum(len(m.events) for m in messages)
-        try:
+        try:  # the transport pickles each message once: that is the check
             self._link.broadcast(messages, patience=self._patience(), pause=self._pause)
+        except Unpicklable as exc:  # those before it went; the rest again, event by event
+            sent = sum(len(m.events) for m in messages[: exc.sent])
+            rest = [PubSubBroadcast(m.topic, e, m.scope) for m in messages[exc.sent :] for e in m.events]
+            kept = self._picklable(rest)
+            self._queue.events_ended(sent, len(rest) - len(kept), kept)
+            if len(kept) == len(rest):  # each event pickles alone: not a pickling problem
+                raise DataLoggerError(f"broadcasting failed: {exc}") from exc
+            return
         except BaseException as exc:
             delivered = getattr(exc, "delivered", 0)  # those the node took are not sent twice,
             uncertain = getattr(exc, "uncertain", 0)  # nor one that may have arrived
@@ -448,10 +450,10 @@ class ClientSender:
                 for event in m.events
             ]
             self._queue.events_ended(
-                sum(taken[:delivered]), unpicklable + sum(taken[delivered : delivered + uncertain]), left
+                sum(taken[:delivered]), sum(taken[delivered : delivered + uncertain]), left
             )
             raise
-        self._queue.events_ended(len(batch) - unpicklable, unpicklable, [])
+        self._queue.events_ended(len(batch), 0, [])
 
     def _pause(self) -> None:
         """Let the application's threads run between two pieces of work (see :data:`PAUSE`)."""

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from thespian.actors import ActorSystem
 
-from ._endpoint import Endpoint, Unreachable
+from ._endpoint import Endpoint, Unpicklable, Unreachable
 from .actors.pubsub import PubSub
 from .actors.root_supervisor import ROOT_NAME, RootSupervisor
 from .exceptions import DeliveryTimeout, NotRunning
@@ -391,6 +391,8 @@ class NodeLink:
                 ``uncertain`` whether the next one was in flight (it may or may
                 not have arrived: events are live, not stored, so it is not sent
                 twice).
+            Unpicklable: a message could not be pickled; its ``sent`` is how
+                many of the first messages were taken.
         """
         delivered = 0
         wait = patience or self.connect_timeout
@@ -408,6 +410,9 @@ class NodeLink:
                                 self._pubsub = pubsub
                     holder[0].send_many(pubsub, messages[delivered:], wait, pause)
                     return
+                except Unpicklable as exc:
+                    exc.sent += delivered
+                    raise
                 except Unreachable as exc:
                     delivered += exc.sent
                     self._fresh(holder)

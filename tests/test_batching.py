@@ -241,3 +241,23 @@ def test_an_event_that_cannot_travel_is_dropped_and_counted_the_others_arrive(
     client = dl.client_stats()
     assert (client["events_sent"], client["events_dropped"]) == (2, 1)
     assert "cannot be pickled" in client["last_error"]
+
+
+def test_an_event_that_cannot_travel_after_a_full_message_loses_only_itself(
+    tmp_path: Path, start_node: Any
+) -> None:
+    """The transport's own pickling is the check: the messages before the bad one went, in order."""
+    from datalogger import pubsub
+
+    dl = start_node({"data_dir": str(tmp_path), "destinations": {"m": {"type": "memory"}}})
+    with pubsub.subscribe(dl, "requests") as subscription:
+        for i in range(150):
+            if i == 120:
+                dl.broadcast(lambda: None)  # cannot be pickled: in the second message of 100
+            dl.broadcast({"i": i})
+        dl.flush(timeout=30)
+        got = list(subscription.iter(timeout=2.0))
+    assert got == [{"i": i} for i in range(150)]
+    client = dl.client_stats()
+    assert (client["events_sent"], client["events_dropped"]) == (150, 1)
+    assert "cannot be pickled" in client["last_error"]
