@@ -136,7 +136,8 @@ class DataLoggerHandler(logging.Handler):
         """Records dropped because of an unexpected error (a subset of ``dropped``)."""
         self.last_error: str | None = None
         """The last unexpected error, as text."""
-        self._busy = threading.local()
+        self._busy: set[int] = set()
+        """Threads shipping a record now (a record logged meanwhile is not shipped)."""
         self._connect = dict(connect) if connect is not None else None
         self._owned = False
         self._getters = tuple((name, FIELD_GETTERS[name]) for name in self.fields)
@@ -224,11 +225,11 @@ class DataLoggerHandler(logging.Handler):
         """Queue ``record`` as a row; never blocks, never raises."""
         if record.name.startswith(self.exclude):
             return
-        busy = self._busy
-        if getattr(busy, "active", False):  # a record logged while shipping one
+        busy, me = self._busy, threading.get_ident()
+        if me in busy:  # a record logged while shipping one
             self.dropped += 1
             return
-        busy.active = True
+        busy.add(me)
         try:
             target = self.datalogger or self._target()
             if target is None:
@@ -256,7 +257,7 @@ class DataLoggerHandler(logging.Handler):
             except Exception:
                 self.last_error = type(exc).__name__
         finally:
-            busy.active = False
+            busy.discard(me)
         if self.dropped != self._warned_drops:
             self._warn()
 
