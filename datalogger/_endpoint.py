@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 import pickle
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -162,15 +161,11 @@ class Endpoint:
         """
         self.send_many(address, [message], timeout)
 
-    def send_many(
-        self, address: Any, messages: list[Any], timeout: float,
-        pause: Callable[[], None] | None = None,
-    ) -> None:
+    def send_many(self, address: Any, messages: list[Any], timeout: float) -> None:
         """Send several messages to one address, in order; wait for every acknowledgement.
 
         ``timeout`` bounds the wait for the *next* acknowledgement: a busy actor
-        that keeps taking messages is slow, not gone. ``pause()`` is called
-        between two messages handed to the transport (each is pickled then).
+        that keeps taking messages is slow, not gone.
 
         Raises:
             Unreachable: as :meth:`send`; its ``sent`` is how many of the first
@@ -188,9 +183,7 @@ class Endpoint:
 
         unpicklable: BaseException | None = None
         scheduled = 0
-        for index, message in enumerate(messages):
-            if index and pause is not None:
-                pause()
+        for message in messages:
             try:  # Thespian pickles the message here, before anything of it is queued
                 self._transport.scheduleTransmit(
                     None,

@@ -10,11 +10,7 @@ up, slow or gone.
 
 One background thread per handle sends the queue: each topic's rows as chunks
 of up to :data:`MAX_CHUNK_ROWS`, after waiting :data:`LINGER` seconds for more
-to gather, and the events to the node's PubSub actor. It works in pieces (a
-chunk sent, an event message pickled, :data:`PIECE_ROWS` rows built) and sleeps
-:data:`PAUSE` between two, so that a thread of the application waiting for the
-interpreter lock gets it after one piece, not after the whole send round or the
-interpreter's 5 ms switch interval. When the node cannot be
+to gather, and the events to the node's PubSub actor. When the node cannot be
 reached (see :mod:`datalogger.connection`) the thread keeps the rows and tries
 again with growing pauses (:data:`BACKOFF_FIRST` to :data:`BACKOFF_MAX`
 seconds), finding the node again by name when it returns.
@@ -65,8 +61,6 @@ __all__ = [
     "BACKOFF_MAX",
     "LINGER",
     "MAX_CHUNK_ROWS",
-    "PAUSE",
-    "PIECE_ROWS",
     "WARN_EVERY",
     "ClientSender",
     "LazyRow",
@@ -94,15 +88,6 @@ ADOPT_EVERY = 30.0
 PATIENCE = 10.0
 """Seconds the sender waits for the node to take a message before it counts the node as away
 (a caller's blocking call waits ``connect_timeout`` only; a refused connection is seen at once)."""
-PAUSE = 0.0002
-"""Seconds the sender sleeps between two pieces of its work (a chunk sent, a message
-scheduled, :data:`PIECE_ROWS` rows built), unless a flush waits, the handle closes or
-memory is half full. Sleeping hands the interpreter lock to a thread that waits for it
-(a request being served) instead of holding it until the interpreter takes it away,
-which it does only every ``sys.getswitchinterval()`` (5 ms): the application waits at
-most one piece, not a whole send round."""
-PIECE_ROWS = 64
-"""Lazy rows (the logging handler's) built between two pauses."""
 REFUSALS = ("InvalidInput", "InvalidTopic", "InvalidData")
 """Answers meaning the node will never take a chunk (it is dropped and counted)."""
 
@@ -368,7 +353,6 @@ class ClientSender:
                     queue.give_back(chunks[index:])
                     raise
                 queue.finished(topic, len(rows), sent, error)
-                self._pause()
         self._send_events()
         if spools is not None:
             spools.sync()
@@ -387,12 +371,8 @@ class ClientSender:
         built: Rows = []
         append = built.append
         failed: Exception | None = None
-        pieces = 0
         for row in rows:
             if type(row) is LazyRow:
-                pieces += 1
-                if pieces % PIECE_ROWS == 0:
-                    self._pause()
                 try:
                     row = row.build(row.source)
                 except Exception as exc:
@@ -431,7 +411,7 @@ class ClientSender:
             return
         messages = _grouped(batch)
         try:  # the transport pickles each message once: that is the check
-            self._link.broadcast(messages, patience=self._patience(), pause=self._pause)
+            self._link.broadcast(messages, patience=self._patience())
         except Unpicklable as exc:  # those before it went; the rest again, event by event
             sent = sum(len(m.events) for m in messages[: exc.sent])
             rest = [PubSubBroadcast(m.topic, e, m.scope) for m in messages[exc.sent :] for e in m.events]
@@ -454,12 +434,6 @@ class ClientSender:
             )
             raise
         self._queue.events_ended(len(batch), 0, [])
-
-    def _pause(self) -> None:
-        """Let the application's threads run between two pieces of work (see :data:`PAUSE`)."""
-        if self._hurry or self._queue.closing or self._queue.queued >= self.buffer_rows // 2:
-            return
-        time.sleep(PAUSE)
 
     def _patience(self) -> float:
         return max(PATIENCE, getattr(self._link, "connect_timeout", 0.0))

@@ -66,11 +66,8 @@ class Link(Protocol):
     ) -> LogAccepted | LogRejected:
         """Log a chunk and return the node's answer."""
 
-    def broadcast(
-        self, messages: list[Any], patience: float | None = None,
-        pause: Callable[[], None] | None = None,
-    ) -> None:
-        """Hand broadcast messages to the node's PubSub actor (``pause()`` between two)."""
+    def broadcast(self, messages: list[Any], patience: float | None = None) -> None:
+        """Hand broadcast messages to the node's PubSub actor."""
 
     @property
     def router(self) -> Any:
@@ -375,15 +372,11 @@ class NodeLink:
                     raise self._unreachable(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def broadcast(
-        self, messages: list[Any], patience: float | None = None,
-        pause: Callable[[], None] | None = None,
-    ) -> None:
+    def broadcast(self, messages: list[Any], patience: float | None = None) -> None:
         """Hand ``messages`` to the node's PubSub actor (found by its global name), in order.
 
         Each acknowledgement is awaited for up to ``patience`` (default
-        ``connect_timeout``) seconds; ``pause()`` is called between two
-        messages handed to the transport.
+        ``connect_timeout``) seconds.
 
         Raises:
             NotRunning: the node could not be reached in time. Its ``delivered``
@@ -408,7 +401,7 @@ class NodeLink:
                         with self._lock:
                             if self._generation == generation:
                                 self._pubsub = pubsub
-                    holder[0].send_many(pubsub, messages[delivered:], wait, pause)
+                    holder[0].send_many(pubsub, messages[delivered:], wait)
                     return
                 except Unpicklable as exc:
                     exc.sent += delivered
@@ -479,10 +472,7 @@ class LocalLink:
         )
         return reply
 
-    def broadcast(
-        self, messages: list[Any], patience: float | None = None,
-        pause: Callable[[], None] | None = None,
-    ) -> None:
+    def broadcast(self, messages: list[Any], patience: float | None = None) -> None:
         """Tell each message to the PubSub actor."""
         with self._lock:
             if self._pubsub is None:

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import cast
 
-import pytest
-
-from datalogger import batching
-from datalogger.batching import ClientSender
 from datalogger.client_queue import MAX_CHUNK_ROWS, ClientQueue
-from datalogger.connection import Link
 from datalogger.messages import PubSubBroadcast
 
 
@@ -184,18 +178,3 @@ def test_an_event_put_wakes_a_sleeping_sender() -> None:
     assert done.wait(5.0)
     thread.join(5.0)
 
-
-def test_the_sender_pauses_between_pieces_unless_a_flush_waits_or_memory_is_half_full(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    sender = ClientSender(cast(Link, object()), buffer_rows=10)
-    slept: list[float] = []
-    monkeypatch.setattr(batching.time, "sleep", slept.append)
-    sender._pause()
-    assert slept == [batching.PAUSE]  # the application's threads get the interpreter lock
-    sender._hurry = True  # a flush waits: no pausing
-    sender._pause()
-    sender._hurry = False
-    sender._queue.put("a", rows(*range(5)))  # half of memory: catch up at full speed
-    sender._pause()
-    assert slept == [batching.PAUSE]
