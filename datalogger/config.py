@@ -67,7 +67,7 @@ DESTINATION_TYPES: dict[str, str] = {
 TOP_LEVEL_OPTIONS: dict[str, tuple[Any, str]] = {
     "data_dir": (
         ".datalogger",
-        "Directory for dead letters, spill files, the write-ahead log and the node's secret (`secret`).",
+        "Directory for dead letters, the write-ahead log and the node's secret (`secret`).",
     ),
     "log_timeout": (30.0, "Seconds `log()` waits for the node to accept a chunk."),
     "connect_timeout": (
@@ -93,7 +93,8 @@ TOP_LEVEL_OPTIONS: dict[str, tuple[Any, str]] = {
     ),
     "shutdown_timeout": (
         10.0,
-        "Seconds shutdown waits for buffers to be delivered before spilling them.",
+        "Seconds shutdown waits for buffers to be delivered; what is left stays in the"
+        " write-ahead log for the next start.",
     ),
     "destinations": ({}, "Required. Table of destinations, keyed by a name of your choice."),
     "health_failing_after": (
@@ -123,7 +124,12 @@ DESTINATION_OPTIONS: dict[str, tuple[Any, str]] = {
         "Rows held in memory for this destination before `overflow` applies. A chunk is never"
         " split: one larger than this is taken whole when nothing else is held.",
     ),
-    "overflow": ("spill", "`spill` to disk, `block` the caller, or `drop_oldest` (counted)."),
+    "overflow": (
+        "spill",
+        "`spill`: rows over `max_buffered_rows` stay only in the write-ahead log (which holds"
+        " every row anyway) and are read back from it, in order, when there is room; `block` the"
+        " caller; or `drop_oldest` (counted).",
+    ),
     "block_timeout": (
         10.0,
         'With `overflow = "block"`, seconds `log()` waits before raising `Backpressure`.',
