@@ -4,14 +4,16 @@ A steady load (chunks of 100 rows at a fixed rate, blocking ``dl.log()``)
 goes to :class:`bench.dests.FlagDestination`, which fails while a flag file
 exists. Phases: ``up`` (a few seconds), ``down`` (flag present: ~30 s, quick
 ~8 s), then the flag is removed and the load stops; ``drain`` lasts until
-``dl.flush()`` returns. The node holds at most ``max_buffered_rows`` in memory;
-the rest stays only in the write-ahead log and is read back from it, so its RSS must stay bounded and flat while the
-backlog grows. The baseline (``steady``) is the same load for the same time
-with the destination up throughout, on its own node.
+``dl.flush()`` returns. The node holds at most ``max_buffered_rows`` in
+memory; the rest stays only in the write-ahead log and is read back from it,
+so its RSS must stay bounded and flat while the backlog grows. The baseline
+(``steady``) is the same load for the same time with the destination up
+throughout, on its own node.
 
 Reported: the node's RSS series (min, median, max per phase and the growth
 from the first to the last third of the outage), the largest ``wal_only_rows``
-(rows held only in the write-ahead log) seen in ``dl.stats()``, and the seconds to drain after recovery.
+(rows held only in the write-ahead log) seen in ``dl.stats()``, and the
+seconds to drain after recovery.
 """
 
 from __future__ import annotations

@@ -214,7 +214,7 @@ class Lane:
                     self.unsettled.discard(seq)
                     self.counters.add("dropped", count)
                     self.counters.error(f"chunk {seq} could not be read back from the write-ahead log")
-                    log.error("chunk %d (%d rows) could not be read back from the write-ahead log", seq, count)
+                    log.error("chunk %d (%d rows) unreadable in the write-ahead log", seq, count)
                     continue
                 out.append(self._send(seq, chunk_rows))
         return out

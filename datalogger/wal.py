@@ -469,5 +469,6 @@ class WalReader:
                 if seq in wanted:
                     found.append((seq, logged_ns, rows))
         except OSError as exc:
-            raise storage_error(f"write-ahead log of topic {self._wal.topic!r}: read", self._wal.path, exc) from exc
+            what = f"write-ahead log of topic {self._wal.topic!r}: read"
+            raise storage_error(what, self._wal.path, exc) from exc
         return found
