@@ -39,7 +39,7 @@ log = logging.getLogger("datalogger.spool_queue")
 
 #: Default size at which a new segment is started.
 DEFAULT_SPOOL_SEGMENT_BYTES = 8 * 1024 * 1024
-_SUFFIX = ".spill"  # the name of 0.1, kept so that spools written then are read
+_SUFFIX = ".spill"  # the name of earlier builds, kept so that spools written then are read
 _CURSOR = "cursor"
 
 Rows = list[dict[str, Any]]

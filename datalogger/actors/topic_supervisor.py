@@ -184,7 +184,7 @@ class TopicSupervisor(ActorTypeDispatcher):
         units = [UNIT_NS[spec.log_time[1]] for spec in specs if spec.log_time is not None]
         self.clock = LogClock(max(units)) if units else None
         for spec in specs:
-            # Spill files left by 0.1 (before lanes read back from the log): the log holds
+            # Spill files left by earlier builds (before lanes read back from the log): the log holds
             # every unsettled chunk, so they are redundant.
             shutil.rmtree(
                 os.path.join(config.data_dir, "spill", file_name(spec.name), file_name(message.topic)),
