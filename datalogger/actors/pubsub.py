@@ -3,27 +3,41 @@
 Created on first use under the global name ``"datalogger-pubsub"``
 (:data:`datalogger.pubsub.PUBSUB_NAME`). Subscribers, actors or external
 endpoints, send :class:`~datalogger.messages.PubSubSubscribe`; each
-:class:`~datalogger.messages.PubSubBroadcast` then reaches every subscriber of
-its topic as a :class:`~datalogger.messages.RequestSent`.
+:class:`~datalogger.messages.PubSubBroadcast` (or
+:class:`~datalogger.messages.PubSubBroadcasts`) then reaches every subscriber
+of its topic, as one :class:`~datalogger.messages.RequestSent` per event, or,
+for a subscriber that asked for batches, as
+:class:`~datalogger.messages.PubSubEvents` of many events each.
 
 No subscriber can slow the others, nor this actor. Every subscriber has an
-:class:`Outbox` of its own: at most :data:`WINDOW` events are sent to it ahead
-of its acknowledgements (:class:`~datalogger.messages.PubSubAck`), and the rest
-wait in its queue, up to ``max_pending`` events in all; past that bound, events
-are dropped for that subscriber only, and counted. Thespian lets an actor have
-a limited number of transmits in progress and queues the others behind them,
-whatever their destination: a subscriber busy in a handler does not take its
-messages in, so without the window its transmits would fill that limit and
-hold every other subscriber's events back (and this actor's answers, such as
-``PubSubStats``). With it, a slow subscriber holds :data:`WINDOW` transmits at
-most, and this actor's process allows :data:`TRANSMITS_IN_PROGRESS` of them.
-Cluster broadcasts go to the other members' PubSub actors through an outbox
-each too, so a member that is cut off cannot hold the local subscribers back.
+:class:`Outbox` of its own: its events wait there, up to ``max_pending``
+events not yet acknowledged (:class:`~datalogger.messages.PubSubAck`), sent or
+waiting; past that bound, events are dropped for that subscriber only, and
+counted. One message is on its way to a subscriber at a time: the next goes
+once the subscriber has acknowledged (part of) the previous one, carrying
+every event that waits (up to its batch). This matters twice with Thespian:
+
+- an actor busy in a handler does not take its messages in, and Thespian lets
+  a process have a limited number of transmits in progress, queueing the
+  others behind them whatever their destination: transmits piling up towards
+  a slow subscriber would hold every other subscriber's events back (and this
+  actor's answers, such as ``PubSubStats``). One at a time, a slow subscriber
+  holds one transmit.
+- Thespian's TCP transport sends one message at a time to an address and
+  may start a newer transmit before older ones that wait for that address
+  (seen: event 439 delivered before 438). One at a time keeps each
+  subscriber's events in order.
+
+So a subscriber of one :class:`~datalogger.messages.RequestSent` per event gets
+one event per round trip (a few hundred a second), and one that takes
+batches gets everything broadcast meanwhile in each round trip. Cluster
+broadcasts go to the other members' PubSub actors through an outbox each too,
+in batches, so a member that is cut off cannot hold the local subscribers back.
 
 Subscribers that are gone are removed: this actor handles the node's dead
-letters (``handleDeadLetters``) and drops a subscriber whose
-:class:`~datalogger.messages.RequestSent` comes back in a ``DeadEnvelope``
-(the subscriber actor exited, was killed, or its external endpoint closed).
+letters (``handleDeadLetters``) and drops a subscriber whose message comes back
+in a ``DeadEnvelope`` (the subscriber actor exited, was killed, or its
+external endpoint closed).
 
 The fan-out policy lives in :class:`Outbox` and :class:`Fanout`, plain
 classes testable without an actor system.
@@ -34,7 +48,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -51,6 +65,7 @@ from ..messages import (
     PubSubAck,
     PubSubBroadcast,
     PubSubBroadcasts,
+    PubSubEvents,
     PubSubPeers,
     PubSubStats,
     PubSubStatsReply,
@@ -62,11 +77,10 @@ from ..messages import (
 from ..validation import validate_topic
 
 __all__ = [
-    "MAX_WINDOW",
+    "MAX_BATCH",
     "PEER_QUEUE",
     "SCOPES",
     "TRANSMITS_IN_PROGRESS",
-    "WINDOW",
     "Fanout",
     "Outbox",
     "PubSub",
@@ -76,10 +90,8 @@ log = logging.getLogger("datalogger.pubsub")
 
 SCOPES = ("local", "cluster")
 """The broadcast scopes: this node's subscribers, or every convention member's."""
-WINDOW = 4
-"""Events sent to one subscriber (or peer) ahead of its acknowledgements, unless it asks."""
-MAX_WINDOW = 64
-"""The most a subscriber may ask for (:class:`~datalogger.messages.PubSubSubscribe` ``window``)."""
+MAX_BATCH = 1000
+"""Most events in one :class:`~datalogger.messages.PubSubEvents` (or forwarded to a peer)."""
 PEER_QUEUE = 10_000
 """Bound of the queue of broadcasts waiting to go to one other member's PubSub."""
 TRANSMITS_IN_PROGRESS = 1024
@@ -93,44 +105,99 @@ Send = tuple[Any, Any]
 
 @attrs.define
 class Outbox:
-    """What waits to go to one address: at most ``window`` sent ahead, ``bound`` held in all."""
+    """What waits to go to one address, and what went: one message on its way at a time.
+
+    Items are events, or for a peer's outbox (``topic`` None) ``(topic, event)`` pairs.
+    """
 
     address: Any
     """Where messages go (Thespian addresses compare with ``==`` but are not hashable)."""
     bound: int
-    """Most messages sent and not acknowledged, plus queued, before messages are dropped."""
-    window: int = WINDOW
-    """Most messages sent and not yet acknowledged."""
+    """Most events sent and not acknowledged, plus queued, before events are dropped."""
+    topic: str | None = None
+    """The subscribed topic; None: a peer's outbox, forwarding every topic."""
+    batch: int = 1
+    """Most events in one message; 1: one :class:`~datalogger.messages.RequestSent` each."""
+    window: int | None = None
+    """Most events sent and not yet acknowledged; None: ``bound``."""
     queue: deque[Any] = attrs.field(factory=deque)
-    """Messages waiting for the window to open, oldest first."""
+    """Events waiting to be sent, oldest first."""
     in_flight: int = 0
-    """Messages sent and not yet acknowledged."""
+    """Events sent and not yet acknowledged."""
     delivered: int = 0
-    """Messages sent."""
+    """Events sent."""
     dropped: int = 0
-    """Messages dropped because ``bound`` was reached."""
+    """Events dropped because ``bound`` was reached."""
+    acked: int = 0
+    """Events acknowledged."""
+    seq: int = 0
+    """Messages sent (the ``seq`` of the last one)."""
+    arrived: int = 0
+    """The ``seq`` of the last message known to have arrived."""
+    last_start: int = 0
+    """Events sent before the last message (its first event's index)."""
 
-    def offer(self, message: Any) -> list[Send]:
-        """Take a message: return it to send now, or queue it, or drop it (counted)."""
-        if self.in_flight < self.window:
-            self.in_flight += 1
-            self.delivered += 1
-            return [(self.address, message)]
+    @property
+    def limit(self) -> int:
+        """The window in effect."""
+        return max(1, min(self.bound, self.window or self.bound))
+
+    def offer(self, item: Any) -> None:
+        """Take an event: queue it, or drop it (counted) when ``bound`` events are pending."""
         if self.in_flight + len(self.queue) < self.bound:
-            self.queue.append(message)
+            self.queue.append(item)
         else:
             self.dropped += 1
-        return []
 
-    def ack(self, count: int) -> list[Send]:
-        """``count`` messages were consumed: return the queued ones that may go now."""
-        self.in_flight = max(0, self.in_flight - max(0, int(count)))
-        sends: list[Send] = []
-        while self.queue and self.in_flight < self.window:
-            self.in_flight += 1
-            self.delivered += 1
-            sends.append((self.address, self.queue.popleft()))
-        return sends
+    def pump(self) -> list[Send]:
+        """The next message to send now: none while the last one is not known to have arrived."""
+        if self.arrived < self.seq or not self.queue:
+            return []
+        room = min(self.batch, self.limit - self.in_flight, len(self.queue))
+        if room <= 0:
+            return []
+        queue = self.queue
+        self.seq += 1
+        if self.topic is None:  # a peer: a run of one topic, forwarded as a local broadcast
+            topic = queue[0][0]
+            events: list[Any] = []
+            while queue and len(events) < room and queue[0][0] == topic:
+                events.append(queue.popleft()[1])
+            message: Any = PubSubBroadcasts(topic, tuple(events), "local", ack=True)
+        else:
+            events = [queue.popleft() for _ in range(room)]
+            if self.batch == 1:
+                message = RequestSent(events[0], self.topic)
+            else:
+                message = PubSubEvents(tuple(events), self.topic, self.seq)
+        self.last_start = self.delivered
+        self.in_flight += len(events)
+        self.delivered += len(events)
+        return [(self.address, message)]
+
+    def ack(self, count: int, received: int = 0) -> list[Send]:
+        """``count`` events were consumed (message ``received`` arrived): return what goes now."""
+        consumed = min(self.in_flight, max(0, int(count)))
+        self.in_flight -= consumed
+        self.acked += consumed
+        if self.acked > self.last_start:  # part of the last message was consumed: it arrived
+            self.arrived = self.seq
+        elif 0 < int(received) <= self.seq:
+            self.arrived = max(self.arrived, int(received))
+        return self.pump()
+
+    def stats(self) -> dict[str, Any]:
+        """Its counters (see :func:`datalogger.pubsub.stats`)."""
+        return {
+            "max_pending": self.bound,
+            "window": self.limit,
+            "batch": self.batch,
+            "in_flight": self.in_flight,
+            "queued": len(self.queue),
+            "pending": self.in_flight + len(self.queue),
+            "delivered": self.delivered,
+            "dropped": self.dropped,
+        }
 
 
 @attrs.define
@@ -151,8 +218,7 @@ class Subscriber:
 class Fanout:
     """Who gets which event, and when: the PubSub actor's bookkeeping, without the actor."""
 
-    def __init__(self, window: int = WINDOW) -> None:
-        self.window = window
+    def __init__(self) -> None:
         self.subscribers: list[Subscriber] = []
         self.peers: list[Outbox] = []
         self.broadcasts: dict[str, int] = {}
@@ -169,20 +235,22 @@ class Fanout:
         """The subscribers of ``topic``, in subscription order."""
         return (sub for sub in self.subscribers if sub.topic == topic)
 
-    def subscribe(self, topic: str, address: Any, max_pending: int, window: int | None = None) -> Outbox:
-        """Add a subscription (or update its bound and window); return its outbox.
+    def subscribe(
+        self, topic: str, address: Any, max_pending: int, window: int | None = None, batch: int = 1
+    ) -> Outbox:
+        """Add a subscription (or update its bound, window and batch); return its outbox.
 
-        The window is what the subscriber asks for, else :attr:`window`, at
-        most :data:`MAX_WINDOW` and ``max_pending``.
+        ``batch`` is capped at :data:`MAX_BATCH`; the window at ``max_pending``.
         """
         bound = max(1, int(max_pending))
-        ahead = max(1, min(MAX_WINDOW, bound, int(window) if window else self.window))
+        ahead = max(1, min(bound, int(window))) if window else None
+        size = max(1, min(MAX_BATCH, int(batch or 1)))
         sub = self._find(topic, address)
         if sub is None:
-            sub = Subscriber(topic, Outbox(address, bound, ahead))
+            sub = Subscriber(topic, Outbox(address, bound, topic, size, ahead))
             self.subscribers.append(sub)
         else:
-            sub.outbox.bound, sub.outbox.window = bound, ahead
+            sub.outbox.bound, sub.outbox.window, sub.outbox.batch = bound, ahead, size
         return sub.outbox
 
     def unsubscribe(self, topic: str, address: Any) -> bool:
@@ -201,24 +269,27 @@ class Fanout:
         self.removed += gone
         return gone
 
-    def publish(self, topic: str, event: Any, cluster: bool = False) -> list[Send]:
-        """Count one event of ``topic``; return what to send now (the rest is queued or dropped).
+    def publish(self, topic: str, events: Sequence[Any], cluster: bool = False) -> list[Send]:
+        """Count events of ``topic``; return what to send now (the rest is queued or dropped).
 
-        With ``cluster``, the event also goes to every peer's outbox, as a
-        local broadcast there that the peer acknowledges.
+        With ``cluster``, the events also go to every peer's outbox, forwarded
+        as a local broadcast there that the peer acknowledges.
         """
-        self.broadcasts[topic] = self.broadcasts.get(topic, 0) + 1
+        self.broadcasts[topic] = self.broadcasts.get(topic, 0) + len(events)
         sends: list[Send] = []
+        outboxes = [sub.outbox for sub in self.of_topic(topic)]
         if cluster:
-            forward = PubSubBroadcast(topic, event, "local", ack=True)
             for peer in self.peers:
-                sends.extend(peer.offer(forward))
-        message = RequestSent(event, topic)
-        for sub in self.of_topic(topic):
-            sends.extend(sub.outbox.offer(message))
+                for event in events:
+                    peer.offer((topic, event))
+                sends.extend(peer.pump())
+        for outbox in outboxes:
+            for event in events:
+                outbox.offer(event)
+            sends.extend(outbox.pump())
         return sends
 
-    def ack(self, topic: str, address: Any, count: int) -> list[Send]:
+    def ack(self, topic: str, address: Any, count: int, received: int = 0) -> list[Send]:
         """A subscriber (or, on :data:`PEERS`, a peer) consumed ``count`` events: what goes now."""
         if topic == PEERS:
             for peer in self.peers:
@@ -226,13 +297,13 @@ class Fanout:
                     return peer.ack(count)
             return []
         sub = self._find(topic, address)
-        return [] if sub is None else sub.outbox.ack(count)
+        return [] if sub is None else sub.outbox.ack(count, received)
 
     def set_peers(self, addresses: tuple[Any, ...]) -> None:
         """The PubSub actors of the other live members; a peer kept keeps its queue."""
         kept = [peer for peer in self.peers if peer.address in addresses]
         known = [peer.address for peer in kept]
-        added = [Outbox(a, PEER_QUEUE, self.window) for a in addresses if a not in known]
+        added = [Outbox(a, PEER_QUEUE, None, MAX_BATCH) for a in addresses if a not in known]
         self.peers = kept + added
 
     def stats(self) -> dict[str, Any]:
@@ -247,17 +318,7 @@ class Fanout:
                 for topic in topics
             },
             "subscribers": [
-                {
-                    "topic": sub.topic,
-                    "address": str(sub.address),
-                    "max_pending": sub.outbox.bound,
-                    "window": sub.outbox.window,
-                    "in_flight": sub.outbox.in_flight,
-                    "queued": len(sub.outbox.queue),
-                    "pending": sub.outbox.in_flight + len(sub.outbox.queue),
-                    "delivered": sub.outbox.delivered,
-                    "dropped": sub.outbox.dropped,
-                }
+                {"topic": sub.topic, "address": str(sub.address), **sub.outbox.stats()}
                 for sub in self.subscribers
             ],
             "peers": [
@@ -312,9 +373,10 @@ class PubSub(ActorTypeDispatcher):
             log.warning("PubSub ignored a subscription: %s", exc)
             return
         address = sender if message.subscriber is None else message.subscriber
-        outbox = self.fanout.subscribe(topic, address, message.max_pending, message.window)
+        batch = getattr(message, "batch", 1)  # absent from a subscriber of an older version
+        outbox = self.fanout.subscribe(topic, address, message.max_pending, message.window, batch)
         count = sum(1 for _ in self.fanout.of_topic(topic))
-        self.send(sender, PubSubSubscribed(topic, count, outbox.window))
+        self.send(sender, PubSubSubscribed(topic, count, outbox.limit, outbox.batch))
 
     def receiveMsg_PubSubUnsubscribe(self, message: PubSubUnsubscribe, sender: Any) -> None:
         """Remove a subscriber."""
@@ -324,22 +386,27 @@ class PubSub(ActorTypeDispatcher):
     def receiveMsg_PubSubAck(self, message: PubSubAck, sender: Any) -> None:
         """A subscriber (or a peer) consumed events: send it what waits in its queue."""
         address = sender if message.subscriber is None else message.subscriber
-        self._send_all(self.fanout.ack(message.topic, address, message.count))
+        received = getattr(message, "received", 0)
+        self._send_all(self.fanout.ack(message.topic, address, message.count, received))
 
     def receiveMsg_PoisonMessage(self, message: PoisonMessage, sender: Any) -> None:
         """A subscriber's handler failed on an event twice: count it consumed, go on."""
         returned = message.poisonMessage
         if isinstance(returned, RequestSent):
             self._send_all(self.fanout.ack(returned.topic, sender, 1))
+        elif isinstance(returned, PubSubEvents):
+            self._send_all(self.fanout.ack(returned.topic, sender, len(returned.events), returned.seq))
         elif isinstance(returned, PubSubBroadcast):
             self._send_all(self.fanout.ack(PEERS, sender, 1))
+        elif isinstance(returned, PubSubBroadcasts):
+            self._send_all(self.fanout.ack(PEERS, sender, len(returned.events)))
 
     # ------------------------------------------------------------------ events
     def receiveMsg_PubSubBroadcast(self, message: PubSubBroadcast, sender: Any) -> None:
         """Send the event to every subscriber of its topic (and, for the cluster, to every peer)."""
         if message.scope not in SCOPES:
             log.warning("PubSub: unknown scope %r, broadcasting locally", message.scope)
-        self._send_all(self.fanout.publish(message.topic, message.event, message.scope == "cluster"))
+        self._send_all(self.fanout.publish(message.topic, (message.event,), message.scope == "cluster"))
         if message.ack:  # forwarded by a peer: it may send the next one
             self.send(sender, PubSubAck(1, PEERS))
 
@@ -347,8 +414,10 @@ class PubSub(ActorTypeDispatcher):
         """Several events of one topic: each goes out as if broadcast alone, in order."""
         if message.scope not in SCOPES:
             log.warning("PubSub: unknown scope %r, broadcasting locally", message.scope)
-        for event in message.events:
-            self._send_all(self.fanout.publish(message.topic, event, message.scope == "cluster"))
+        events = tuple(message.events)
+        self._send_all(self.fanout.publish(message.topic, events, message.scope == "cluster"))
+        if getattr(message, "ack", False):  # forwarded by a peer: it may send the next batch
+            self.send(sender, PubSubAck(len(events), PEERS))
 
     def receiveMsg_PubSubPeers(self, message: PubSubPeers, sender: Any) -> None:
         """The PubSub actors of the other live members (sent by the RootSupervisor on changes).
