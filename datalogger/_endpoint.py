@@ -178,7 +178,9 @@ class Endpoint:
             while not failed and len(sent) <= index:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise Unreachable(f"no acknowledgement within {timeout:.3g}s", silent=True, sent=len(sent))
+                    raise Unreachable(
+                        f"no acknowledgement within {timeout:.3g}s", silent=True, sent=len(sent)
+                    )
                 self._ops._run_transport(timedelta(seconds=remaining), txonly=True)
             if failed:
                 raise Unreachable(_describe(failed[0]), sent=len(sent))

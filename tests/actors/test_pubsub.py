@@ -404,7 +404,7 @@ def test_a_slow_actor_subscriber_delays_no_one(dl: datalogger.DataLogger, slow_m
         with system.private() as ctx:
             assert wait_for(lambda: len(ctx.ask(prompt, "events", 5.0)) >= EVENTS, timeout=20.0)
             events = ctx.ask(prompt, "events", 5.0)
-        assert [i for i, _ in events] == list(range(EVENTS)), "the prompt subscriber's events are out of order"
+        assert [i for i, _ in events] == list(range(EVENTS)), "the prompt subscriber's events: out of order"
         late = max(arrived for _, arrived in events) - last_broadcast
         print(f"prompt subscriber: last of {EVENTS} events {late:.3f}s after the last broadcast")
         assert late < 0.5, f"the prompt subscriber's last event came {late:.2f}s after the last broadcast"
