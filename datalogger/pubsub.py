@@ -218,7 +218,9 @@ class Subscription:
     actor's transport). An exception in the callback is logged and counted in
     :attr:`errors`.
 
-    Events are acknowledged as they are consumed (taken from the queue, or the
+    Events arrive in batches (:class:`~datalogger.messages.PubSubEvents`), each
+    said received at once so the next follows without waiting for the reader,
+    and are acknowledged as they are consumed (taken from the queue, or the
     callback returned). At most ``max_pending`` events wait unacknowledged
     (here, or in this subscription's queue in the PubSub actor); beyond that
     the PubSub actor drops events for this subscription only, and counts them.
