@@ -21,9 +21,9 @@ from thespian.actors import ActorExitRequest, ActorTypeDispatcher
 
 import datalogger
 from datalogger import pubsub
-from datalogger.actors.pubsub import MAX_BATCH, PEERS, Fanout, Outbox
 from datalogger.analytics import RequestLog
 from datalogger.exceptions import DataLoggerError, InvalidInput, InvalidTopic
+from datalogger.fanout import MAX_BATCH, PEERS, Fanout, Outbox
 from datalogger.messages import (
     PubSubAck,
     PubSubBroadcasts,
