@@ -1,7 +1,7 @@
 """``python -m bench <case> [--quick | --smoke] [--rounds N] [--json PATH]``.
 
 Cases: postgres, influxdb, per_row, latency, topics, outage, wal_fsync,
-peer_vmagent, encoders, signing, middleware, logging, all; ``plot`` draws
+peer_vmagent, encoders, signing, middleware, logging, pubsub, all; ``plot`` draws
 docs/img/throughput_vs_chunk.png.
 """
 
@@ -28,6 +28,7 @@ CASES = {
     "middleware": "bench.middleware",
     "logging": "bench.logging_handler",
     "signing": "bench.signing",
+    "pubsub": "bench.pubsub",
 }
 ALL = list(CASES)
 

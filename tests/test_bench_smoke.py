@@ -144,3 +144,17 @@ def test_logging_and_middleware_cases_run_through_the_harness(tmp_path: Path) ->
     assert {t["name"] for t in data["targets"]} == {  # type: ignore[union-attr]
         "uvicorn added p99 ms", "gunicorn added p99 ms"
     }
+
+
+@pytest.mark.timeout(180)
+def test_pubsub_case_measures_every_subscriber_kind(tmp_path: Path) -> None:
+    """``pubsub``: the per-event baseline, batches (alone and beside a slow one), a Subscription."""
+    out = tmp_path / "pubsub.json"
+    assert main(["pubsub", "--smoke", "--json", str(out)]) == 0
+    data = _result(out)
+    medians = data["medians"]
+    assert isinstance(medians, dict)
+    assert set(medians) == {"per_event", "batched", "batched_beside_slow", "subscription"}
+    assert all(m["events_per_s"] > 0 for m in medians.values())
+    ratios = data["ratios"]
+    assert isinstance(ratios, dict) and "batched/per_event events/s" in ratios
