@@ -164,12 +164,15 @@ class Endpoint:
     def send_many(self, address: Any, messages: list[Any], timeout: float) -> None:
         """Send several messages to one address, in order; wait for every acknowledgement.
 
-        ``timeout`` bounds the wait for the *next* acknowledgement: a busy actor
-        that keeps taking messages is slow, not gone.
+        One at a time: Thespian's TCP transport sends one message at a time to
+        an address and may start a transmit scheduled later before older ones
+        waiting for that address, so several in progress at once can arrive
+        out of order. ``timeout`` bounds the wait for each acknowledgement: a
+        busy actor that keeps taking messages is slow, not gone.
 
         Raises:
             Unreachable: as :meth:`send`; its ``sent`` is how many of the first
-                messages were acknowledged (the others may or may not have arrived).
+                messages were acknowledged (the next may or may not have arrived).
             Unpicklable: a message could not be pickled; those before it were
                 sent and acknowledged (the transport pickles each message once,
                 so the caller need not check them first).
@@ -181,31 +184,24 @@ class Endpoint:
             failed.append(result)
             self._transport.abort_run()
 
-        unpicklable: BaseException | None = None
-        scheduled = 0
-        for message in messages:
+        for index, message in enumerate(messages):
             try:  # Thespian pickles the message here, before anything of it is queued
                 self._transport.scheduleTransmit(
                     None,
                     TransmitIntent(address, message, onSuccess=lambda r, i: sent.append(r), onError=on_error),
                 )
             except (pickle.PicklingError, TypeError, AttributeError) as exc:
-                unpicklable = exc
-                break
-            scheduled += 1
-        deadline = time.monotonic() + timeout
-        progress = 0
-        while not failed and len(sent) < scheduled:
-            if len(sent) > progress:
-                progress, deadline = len(sent), time.monotonic() + timeout
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise Unreachable(f"no acknowledgement within {timeout:.3g}s", silent=True, sent=len(sent))
-            self._ops._run_transport(timedelta(seconds=remaining), txonly=True)
-        if failed:
-            raise Unreachable(_describe(failed[0]), sent=len(sent))
-        if unpicklable is not None:
-            raise Unpicklable(unpicklable, scheduled) from unpicklable
+                raise Unpicklable(exc, index) from exc
+            deadline = time.monotonic() + timeout
+            while not failed and len(sent) <= index:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Unreachable(
+                        f"no acknowledgement within {timeout:.3g}s", silent=True, sent=len(sent)
+                    )
+                self._ops._run_transport(timedelta(seconds=remaining), txonly=True)
+            if failed:
+                raise Unreachable(_describe(failed[0]), sent=len(sent))
 
     def receive(self, timeout: float) -> Any:
         """The next message for this endpoint, waiting up to ``timeout`` s; None on silence."""

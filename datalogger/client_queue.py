@@ -28,11 +28,14 @@ from typing import Any
 
 from .messages import PubSubBroadcast
 
-__all__ = ["MAX_CHUNK_ROWS", "ClientQueue"]
+__all__ = ["MAX_CHUNK_ROWS", "MAX_EVENTS_PER_SEND", "ClientQueue"]
 
 MAX_CHUNK_ROWS = 1000
 """Most rows of one topic sent as one chunk (pickling a chunk holds the interpreter lock the
 application's threads wait for: about 1 ms per 1,000 rows)."""
+MAX_EVENTS_PER_SEND = 500
+"""Most broadcast events handed to the PubSub actor in one round; as many waiting are sent
+at once, without waiting for more to gather (a whole chunk of events)."""
 
 Rows = list[Any]
 
@@ -114,7 +117,7 @@ class ClientQueue:
                 self.events_dropped += 1
             return False
         events.append(message)
-        if self.sleeping:
+        if self.sleeping or (self.lingering and len(events) >= MAX_EVENTS_PER_SEND):
             self._wake()
         return True
 
@@ -142,12 +145,13 @@ class ClientQueue:
         """The sender waits (hold the lock): for work, or (``linger``) for a whole chunk.
 
         Lock-free puts wake it: any put while it waits for work, a put that makes
-        a chunk's worth of rows while it lingers. The flag is set before the inbox
-        is looked at, so a put either is seen here or sees the flag.
+        a chunk's worth of rows or a round's worth of events while it lingers. The
+        flag is set before the inbox is looked at, so a put either is seen here or
+        sees the flag.
         """
         if linger:
             self.lingering = True
-            ready = len(self.inbox) >= MAX_CHUNK_ROWS
+            ready = len(self.inbox) >= MAX_CHUNK_ROWS or len(self.events) >= MAX_EVENTS_PER_SEND
         else:
             self.sleeping = True
             ready = bool(self.inbox) or bool(self.events)
@@ -185,8 +189,10 @@ class ClientQueue:
         return bool(self.rows) or bool(self.events) or self.spooled > 0
 
     def has_full_chunk(self) -> bool:
-        """A topic has a whole chunk waiting (hold the lock)."""
+        """A topic has a whole chunk waiting, or a round's worth of events wait (hold the lock)."""
         self._drain()
+        if len(self.events) >= MAX_EVENTS_PER_SEND:
+            return True
         return any(len(rows) >= MAX_CHUNK_ROWS for rows in self.rows.values())
 
     def take(self, waits_behind_spool: Any) -> list[tuple[str, Rows]]:

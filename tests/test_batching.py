@@ -247,17 +247,19 @@ def test_an_event_that_cannot_travel_after_a_full_message_loses_only_itself(
     tmp_path: Path, start_node: Any
 ) -> None:
     """The transport's own pickling is the check: the messages before the bad one went, in order."""
-    from datalogger import pubsub
+    from datalogger import batching, pubsub
 
     dl = start_node({"data_dir": str(tmp_path), "destinations": {"m": {"type": "memory"}}})
+    per_message = batching.MAX_EVENTS_PER_MESSAGE
+    count = per_message + 50
     with pubsub.subscribe(dl, "requests") as subscription:
-        for i in range(150):
-            if i == 120:
-                dl.broadcast(lambda: None)  # cannot be pickled: in the second message of 100
+        for i in range(count):
+            if i == per_message + 20:
+                dl.broadcast(lambda: None)  # cannot be pickled: in the second message
             dl.broadcast({"i": i})
         dl.flush(timeout=30)
         got = list(subscription.iter(timeout=2.0))
-    assert got == [{"i": i} for i in range(150)]
+    assert got == [{"i": i} for i in range(count)]
     client = dl.client_stats()
-    assert (client["events_sent"], client["events_dropped"]) == (150, 1)
+    assert (client["events_sent"], client["events_dropped"]) == (count, 1)
     assert "cannot be pickled" in client["last_error"]

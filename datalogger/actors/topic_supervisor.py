@@ -71,10 +71,9 @@ from ..messages import (
 )
 from ..names import file_name
 from ..placement import Member, owner_for
-from ..spill import SpillQueue
 from ..stamps import UNIT_NS, LogClock, stamp_rows
 from ..validation import require_rows
-from ..wal import WriteAheadLog
+from ..wal import WalReader, WriteAheadLog
 from .destination_worker import DestinationWorker
 
 log = logging.getLogger("datalogger.topic")
@@ -120,6 +119,8 @@ class TopicSupervisor(ActorTypeDispatcher):
         self.wal: WriteAheadLog | None = None
         self.process_status: Any = None
         self.lanes: dict[str, Lane] = {}
+        self.readers: dict[str, WalReader] = {}
+        """Per lane: reads back from the log the chunks the lane holds only there."""
         self.workers: dict[str, Any] = {}
         self.restarts: dict[str, deque[float]] = {}
         self.recovering = True
@@ -132,6 +133,7 @@ class TopicSupervisor(ActorTypeDispatcher):
         self.wal_timer = False
         self.status_timer = False
         self.linger_timers: set[str] = set()
+        self._read_back_later: set[str] = set()
         self.reported: dict[str, int] = {}
         self.exiting = False
         self.members: tuple[Member, ...] | None = None
@@ -182,12 +184,13 @@ class TopicSupervisor(ActorTypeDispatcher):
         units = [UNIT_NS[spec.log_time[1]] for spec in specs if spec.log_time is not None]
         self.clock = LogClock(max(units)) if units else None
         for spec in specs:
-            directory = os.path.join(
-                config.data_dir, "spill", file_name(spec.name), file_name(message.topic)
+            # Spill files left by earlier builds (before lanes read back from the log): the log holds
+            # every unsettled chunk, so they are redundant.
+            shutil.rmtree(
+                os.path.join(config.data_dir, "spill", file_name(spec.name), file_name(message.topic)),
+                ignore_errors=True,
             )
-            # The log holds every unsettled chunk: spill files of an earlier run are redundant.
-            shutil.rmtree(directory, ignore_errors=True)
-            self.lanes[spec.name] = Lane(spec, functools.partial(SpillQueue, directory))
+            self.lanes[spec.name] = Lane(spec, functools.partial(self._read_back, spec.name))
             self.restarts[spec.name] = deque()
             self._start_worker(spec.name)
         if self._open_wal():
@@ -228,6 +231,15 @@ class TopicSupervisor(ActorTypeDispatcher):
         if self.clock is not None and self.wal.last_logged is not None:
             self.clock.restore(*self.wal.last_logged)
         return True
+
+    def _read_back(self, name: str, seqs: list[int]) -> list[tuple[int, list[Any]]]:
+        """A lane over its bound wants chunks back from the log: read, stamped as it gets them."""
+        if self.wal is None:
+            raise StorageError(self.wal_error or "the write-ahead log is not open")
+        reader = self.readers.get(name)
+        if reader is None:
+            reader = self.readers[name] = WalReader(self.wal)
+        return [(seq, self._lane_rows(name, rows, ns)) for seq, ns, rows in reader.read(seqs)]
 
     def _lane_rows(self, name: str, rows: list[Any], logged_ns: int) -> list[Any]:
         """The rows as the destination ``name`` gets them: stamped with the log time if it asks."""
@@ -329,6 +341,13 @@ class TopicSupervisor(ActorTypeDispatcher):
         lane = self.lanes[name]
         lane.queue_handoff(chunks)
         self._push(name)
+        self._retry_read_back(name)
+
+    def _retry_read_back(self, name: str) -> None:
+        """A lane could not read its chunks back from the log: try again in a second."""
+        if self.lanes[name].read_error and name not in self._read_back_later:
+            self._read_back_later.add(name)
+            self.wakeupAfter(timedelta(seconds=1.0), ("read-back", name))
 
     def _push(self, name: str, now: bool = False) -> None:
         """Send the worker what waits for it, merged, keeping at most a window of groups out.
@@ -579,6 +598,11 @@ class TopicSupervisor(ActorTypeDispatcher):
         elif kind == "status":
             self.status_timer = False
             self._report_status()
+        elif kind == "read-back":
+            self._read_back_later.discard(value)
+            if value in self.lanes:
+                self._hand_over(value, self.lanes[value].refill())
+                self._retry_read_back(value)
         elif kind == "restart":
             self._restart(value)
         elif kind == "recovery" and self.recovering:
@@ -697,8 +721,6 @@ class TopicSupervisor(ActorTypeDispatcher):
             self.send(reply_to, reply)
         self.unsynced_replies = []
         rows = sum(lane.buffered_rows() for lane in self.lanes.values())
-        for lane in self.lanes.values():
-            lane.close()
         for entry in self.blocked:
             if entry.message.reply_to is not None:
                 self.send(
@@ -713,8 +735,6 @@ class TopicSupervisor(ActorTypeDispatcher):
     def receiveMsg_ActorExitRequest(self, message: ActorExitRequest, sender: Any) -> None:
         """Children are stopped by Thespian; stop restarting them, close files."""
         self.exiting = True
-        for lane in self.lanes.values():
-            lane.close()
         if self.wal is not None:
             self.wal.close()
 
