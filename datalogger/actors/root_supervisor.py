@@ -115,6 +115,8 @@ class RootSupervisor(ActorTypeDispatcher):
         """Supervisor key (see TopicPlacement) -> its address."""
         self.forwarded: dict[str, int] = {}
         """Supervisor key -> chunks forwarded to it (checked before an idle one exits)."""
+        self.leaving: dict[str, Any] = {}
+        """Key -> address of a dedicated supervisor exiting idle (its slot is free once it is gone)."""
         self.released_stats: dict[str, dict[str, Any]] = {}
         """Topic -> the last counters of a topic whose dedicated supervisor exited idle."""
         self.gathers: dict[int, Gather] = {}
@@ -414,7 +416,7 @@ class RootSupervisor(ActorTypeDispatcher):
         self.released_stats.update(message.released)
         for topic in self.placement.drop(key):
             self.placements.pop(topic, None)
-        del self.supervisors[key]
+        self.leaving[key] = self.supervisors.pop(key)
         self.forwarded.pop(key, None)
         for token in [t for t, g in self.gathers.items() if g.gone(key)]:
             self._finish(token)
@@ -430,9 +432,14 @@ class RootSupervisor(ActorTypeDispatcher):
                 for address in self.supervisors.values():
                     self.send(address, ProcessStatusMoved(self.process_status))
             return
+        for key, address in list(self.leaving.items()):
+            if address == message.childAddress:  # a supervisor that exited idle: its slot is free
+                del self.leaving[key]
+                self.placement.exited(key)
+                return
         key = self._key_of(message.childAddress)
         if key is None:
-            return  # a supervisor that exited idle
+            return
         del self.supervisors[key]
         for gather in self.gathers.values():
             gather.gone(key)

@@ -381,7 +381,7 @@ class TopicSupervisor(ActorTypeDispatcher):
         if not self.states and not self.shared and not self.leaving and self.released:
             self.leaving = True
             self.send(self.root, SupervisorIdle(self.received, dict(self.released)))
-        if not self.states and self.workers:
+        if not self.states and self.workers and not self.shared:
             for address in self.workers.values():  # no topic left: the workers' processes go
                 self.send(address, ActorExitRequest())
             self.workers.clear()

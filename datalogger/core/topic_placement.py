@@ -33,6 +33,7 @@ class TopicPlacement:
         self.topics: dict[str, set[str]] = {}
         """Key -> its topics."""
         self._dedicated_count = 0
+        self._leaving: set[str] = set()
 
     def key(self, topic: str) -> str:
         """The supervisor key of ``topic``, placing it on first use."""
@@ -50,14 +51,23 @@ class TopicPlacement:
         return key
 
     def drop(self, key: str) -> set[str]:
-        """Supervisor ``key`` is gone for good (idle): forget its topics; return them."""
+        """Supervisor ``key`` exits (idle): forget its topics and return them.
+
+        Its slot stays taken until :meth:`exited`: until its processes are gone.
+        """
         topics = self.topics.pop(key, set())
         for topic in topics:
             if self.keys.get(topic) == key:
                 del self.keys[topic]
         if key.startswith("topic:") and not any(self.isolated(t) for t in topics):
-            self._dedicated_count -= 1
+            self._leaving.add(key)
         return topics
+
+    def exited(self, key: str) -> None:
+        """The processes of supervisor ``key``, dropped before, are gone: its slot is free."""
+        if key in self._leaving:
+            self._leaving.discard(key)
+            self._dedicated_count -= 1
 
     @staticmethod
     def is_shared(key: str) -> bool:

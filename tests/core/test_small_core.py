@@ -65,7 +65,9 @@ def test_placement_dedicates_up_to_its_limit_then_shares_by_a_stable_hash() -> N
     assert pool_slot("sensor.17", 4) == pool_slot("sensor.17", 4)
     assert len({pool_slot(f"s{i}", 4) for i in range(100)}) == 4
     assert placement.drop("topic:a") == {"a"}
-    assert placement.key("d") == "topic:d"  # a's slot is free again
+    assert placement.is_shared(placement.key("d"))  # a's supervisor has not exited yet
+    placement.exited("topic:a")
+    assert placement.key("a") == "topic:a"  # a's slot is free again
     assert placement.is_shared(placement.key("e"))
 
 
