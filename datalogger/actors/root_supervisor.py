@@ -432,10 +432,10 @@ class RootSupervisor(ActorTypeDispatcher):
                 for address in self.supervisors.values():
                     self.send(address, ProcessStatusMoved(self.process_status))
             return
-        for key, address in list(self.leaving.items()):
+        for gone, address in list(self.leaving.items()):
             if address == message.childAddress:  # a supervisor that exited idle: its slot is free
-                del self.leaving[key]
-                self.placement.exited(key)
+                del self.leaving[gone]
+                self.placement.exited(gone)
                 return
         key = self._key_of(message.childAddress)
         if key is None:
