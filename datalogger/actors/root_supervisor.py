@@ -115,8 +115,8 @@ class RootSupervisor(ActorTypeDispatcher):
         """Supervisor key (see TopicPlacement) -> its address."""
         self.forwarded: dict[str, int] = {}
         """Supervisor key -> chunks forwarded to it (checked before an idle one exits)."""
-        self.leaving: dict[str, Any] = {}
-        """Key -> address of a dedicated supervisor exiting idle (its slot is free once it is gone)."""
+        self.leaving: list[tuple[str, Any]] = []
+        """(key, address) of the dedicated supervisors exiting idle (its slot is free once it is gone)."""
         self.released_stats: dict[str, dict[str, Any]] = {}
         """Topic -> the last counters of a topic whose dedicated supervisor exited idle."""
         self.gathers: dict[int, Gather] = {}
@@ -416,7 +416,7 @@ class RootSupervisor(ActorTypeDispatcher):
         self.released_stats.update(message.released)
         for topic in self.placement.drop(key):
             self.placements.pop(topic, None)
-        self.leaving[key] = self.supervisors.pop(key)
+        self.leaving.append((key, self.supervisors.pop(key)))
         self.forwarded.pop(key, None)
         for token in [t for t, g in self.gathers.items() if g.gone(key)]:
             self._finish(token)
@@ -432,10 +432,10 @@ class RootSupervisor(ActorTypeDispatcher):
                 for address in self.supervisors.values():
                     self.send(address, ProcessStatusMoved(self.process_status))
             return
-        for gone, address in list(self.leaving.items()):
-            if address == message.childAddress:  # a supervisor that exited idle: its slot is free
-                del self.leaving[gone]
-                self.placement.exited(gone)
+        for entry in self.leaving:
+            if entry[1] == message.childAddress:  # a supervisor that exited idle: its slot is free
+                self.leaving.remove(entry)
+                self.placement.exited(entry[0])
                 return
         key = self._key_of(message.childAddress)
         if key is None:

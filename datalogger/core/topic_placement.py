@@ -33,7 +33,8 @@ class TopicPlacement:
         self.topics: dict[str, set[str]] = {}
         """Key -> its topics."""
         self._dedicated_count = 0
-        self._leaving: set[str] = set()
+        self._leaving: dict[str, int] = {}
+        """Dedicated keys dropped whose process has not exited yet (how many times)."""
 
     def key(self, topic: str) -> str:
         """The supervisor key of ``topic``, placing it on first use."""
@@ -60,13 +61,13 @@ class TopicPlacement:
             if self.keys.get(topic) == key:
                 del self.keys[topic]
         if key.startswith("topic:") and not any(self.isolated(t) for t in topics):
-            self._leaving.add(key)
+            self._leaving[key] = self._leaving.get(key, 0) + 1
         return topics
 
     def exited(self, key: str) -> None:
         """The processes of supervisor ``key``, dropped before, are gone: its slot is free."""
-        if key in self._leaving:
-            self._leaving.discard(key)
+        if self._leaving.get(key):
+            self._leaving[key] -= 1
             self._dedicated_count -= 1
 
     @staticmethod
