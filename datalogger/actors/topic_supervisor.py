@@ -45,6 +45,7 @@ from ..messages import (
     LogRejected,
     Membership,
     ProcessStatusMoved,
+    ProcessStatusSync,
     ProcessStatusSynced,
     RouteStatus,
     StartSupervisor,
@@ -111,6 +112,14 @@ class _Host:
         self.actor.token_topics[token] = topic
         return token
 
+    def report(self, items: tuple[tuple[str, int], ...]) -> None:
+        self.actor.outgoing_items.extend(items)
+
+    def sync_status(self, topic: str, items: tuple[tuple[str, int], ...]) -> int:
+        token = self.token(topic)
+        self.actor.outgoing_syncs.append((topic, token, items))
+        return token
+
     def flushed(self, topic: str, key: int, error: str | None) -> None:
         self.actor.topic_flushed(topic, key, error)
 
@@ -146,6 +155,34 @@ class TopicSupervisor(ActorTypeDispatcher):
         """Chunks the root forwarded here (compared by the root before letting it exit)."""
         self.leaving = False
         self.exiting = False
+        self.outgoing_items: list[tuple[str, int]] = []
+        """Watermarks the topics reported while one message was handled: sent as one."""
+        self.outgoing_syncs: list[tuple[str, int, tuple[tuple[str, int], ...]]] = []
+        """(topic, token, items) to store now: one ProcessStatusSync for all of them."""
+        self.syncs: dict[int, list[tuple[str, int]]] = {}
+        """Token of a ProcessStatusSync sent -> the (topic, token) it answers."""
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        """Dispatch, then send ProcessStatus what the topics reported, in one message each."""
+        try:
+            super().receiveMessage(message, sender)
+        finally:
+            self._send_status()
+
+    def _send_status(self) -> None:
+        if self.process_status is None:
+            self.outgoing_items.clear()
+            self.outgoing_syncs.clear()
+            return
+        if self.outgoing_items:
+            self.send(self.process_status, ItemsProcessed(tuple(self.outgoing_items)))
+            self.outgoing_items = []
+        if self.outgoing_syncs:
+            token = next(self.tokens)
+            self.syncs[token] = [(topic, t) for topic, t, _ in self.outgoing_syncs]
+            items = tuple(item for _, _, batch in self.outgoing_syncs for item in batch)
+            self.outgoing_syncs = []
+            self.send(self.process_status, ProcessStatusSync(items, token))
 
     # ------------------------------------------------------------------ setup
     def receiveMsg_StartSupervisor(self, message: StartSupervisor, sender: Any) -> None:
@@ -330,11 +367,12 @@ class TopicSupervisor(ActorTypeDispatcher):
             state.watermarks(message.items)
 
     def receiveMsg_ProcessStatusSynced(self, message: ProcessStatusSynced, sender: Any) -> None:
-        """A topic's status is stored: answer the flushes that waited for it."""
-        topic = self.token_topics.pop(message.token, None)
-        state = self.states.get(topic) if topic is not None else None
-        if state is not None:
-            state.status_synced(message.token, confirmed=True)
+        """Topics' status is stored: answer the flushes that waited for it."""
+        for topic, token in self.syncs.pop(message.token, ()):
+            self.token_topics.pop(token, None)
+            state = self.states.get(topic)
+            if state is not None:
+                state.status_synced(token, confirmed=True)
 
     def receiveMsg_ProcessStatusMoved(self, message: ProcessStatusMoved, sender: Any) -> None:
         """ProcessStatus restarted: send it where every destination of every topic stands."""

@@ -37,11 +37,9 @@ from ..messages import (
     ChunkSettled,
     DeliverChunk,
     DeliverChunks,
-    ItemsProcessed,
     LogAccepted,
     LogRejected,
     PlacementReport,
-    ProcessStatusSync,
     TopicChunk,
     TopicTimer,
     WalSync,
@@ -109,6 +107,12 @@ class TopicHost(Protocol):
 
     def token(self, topic: str) -> int:
         """A fresh token whose reply (watermarks, status sync) is routed to ``topic``'s state."""
+
+    def report(self, items: tuple[tuple[str, int], ...]) -> None:
+        """Tell ProcessStatus these watermarks (the supervisor sends its topics' in one message)."""
+
+    def sync_status(self, topic: str, items: tuple[tuple[str, int], ...]) -> int:
+        """Have ProcessStatus store ``items`` now; return the token ``status_synced`` gets."""
 
     def flushed(self, topic: str, key: int, error: str | None) -> None:
         """The flush ``key`` is settled for ``topic`` (or cannot be: ``error``)."""
@@ -512,7 +516,7 @@ class TopicState:
                 self.reported[name] = mark
                 items.append((entity(self.topic, name), mark))
         if items and self.host.process_status is not None:
-            self.host.send(self.host.process_status, ItemsProcessed(tuple(items)))
+            self.host.report(tuple(items))
         if self.wal is not None and self.lanes and not self.recovering:
             self.wal.remove_through(min(self.reported.values()))
 
@@ -613,9 +617,8 @@ class TopicState:
             return
         for name, lane in self.lanes.items():
             self.reported[name] = max(self.reported.get(name, 0), lane.watermark())
-        token = self.host.token(self.topic)
+        token = self.host.sync_status(self.topic, self.status_items())
         self.status_syncs[token] = ready
-        self.host.send(self.host.process_status, ProcessStatusSync(self.status_items(), token))
         self.host.schedule(STATUS_SYNC_WAIT, TopicTimer(self.topic, "synced", token))
 
     def status_synced(self, token: int, confirmed: bool = False) -> None:

@@ -15,6 +15,7 @@ from datalogger.messages import (
     ItemsProcessed,
     LogAccepted,
     LogRejected,
+    ProcessStatusSync,
     TopicChunk,
     TopicTimer,
     WatermarksRequest,
@@ -54,6 +55,14 @@ class FakeHost:
     def token(self, topic: str) -> int:
         self.tokens += 1
         return self.tokens
+
+    def report(self, items: Any) -> None:
+        self.sent.append((self.process_status, ItemsProcessed(items)))
+
+    def sync_status(self, topic: str, items: Any) -> int:
+        token = self.token(topic)
+        self.sent.append((self.process_status, ProcessStatusSync(items, token)))
+        return token
 
     def flushed(self, topic: str, key: int, error: str | None) -> None:
         self.done.append((topic, key, error))
