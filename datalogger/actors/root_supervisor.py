@@ -30,6 +30,7 @@ from ..core.gather import DETAIL_TOPICS, Gather, merge_summaries, summarize
 from ..core.topic_placement import TopicPlacement
 from ..delivery import describe
 from ..exceptions import DataLoggerError, InvalidTopic
+from ..lane import COUNTER_NAMES
 from ..messages import (
     ConfigureNode,
     FlushReply,
@@ -508,12 +509,14 @@ class RootSupervisor(ActorTypeDispatcher):
         for topic_stats, summary, pid in results.values():
             summaries.append(summary)
             for topic, lanes in topic_stats.items():
-                topics[topic] = lanes
+                topics[topic] = _added(self.released_stats.get(topic), lanes)
                 pids[topic] = pid
+        merged = merge_summaries(summaries)
+        merged["topics"] = len(self.placement.keys.keys() | self.released_stats.keys())
         stats: dict[str, Any] = {
             "topics": dict(sorted(topics.items())),
             "supervisor_pids": dict(sorted(pids.items())),
-            "summary": merge_summaries(summaries),
+            "summary": merged,
             "supervisors": len(self.supervisors),
             "rejected": self.rejected,
             "last_rejection": self.last_rejection,
@@ -656,3 +659,16 @@ class RootSupervisor(ActorTypeDispatcher):
     def receiveUnrecognizedMessage(self, message: Any, sender: Any) -> None:
         """Anything else is logged, never fatal."""
         log.warning("RootSupervisor ignored %r", type(message).__name__)
+
+
+def _added(before: dict[str, Any] | None, now: dict[str, Any]) -> dict[str, Any]:
+    """A topic's counters now, added to those it had when its dedicated supervisor exited."""
+    if not before:
+        return now
+    return {
+        name: {
+            **lane,
+            **{key: lane.get(key, 0) + (before.get(name) or {}).get(key, 0) for key in COUNTER_NAMES},
+        }
+        for name, lane in now.items()
+    }

@@ -216,7 +216,9 @@ class TopicSupervisor(ActorTypeDispatcher):
         state = TopicState(topic, self.config, self.host, self.members)
         self.states[topic] = state
         self.assigned.add(topic)
-        self.released.pop(topic, None)
+        counters = self.released.pop(topic, None)
+        if counters is not None:
+            state.restore_counters(counters)
         marks = self.released_marks.pop(topic, None)
         if marks is not None and state.open_wal():
             state.recover(marks)  # released by this supervisor: it knows where they stood

@@ -31,7 +31,7 @@ import attrs
 from ..config import Config
 from ..delivery import describe
 from ..exceptions import StorageError
-from ..lane import Chunk, Lane
+from ..lane import COUNTER_NAMES, Chunk, Lane
 from ..messages import (
     AttemptFailed,
     ChunkSettled,
@@ -630,6 +630,18 @@ class TopicState:
             self.host.flushed(self.topic, key, None)
         if confirmed and self.wal is not None and self.lanes:
             self.wal.remove_through(min(self.reported.values()))
+
+    def restore_counters(self, counters: dict[str, dict[str, Any]]) -> None:
+        """Go on counting from ``counters`` (what :meth:`release` returned for this topic)."""
+        for name, snapshot in counters.items():
+            lane = self.lanes.get(name)
+            if lane is None:
+                continue
+            for key in COUNTER_NAMES:
+                lane.counters.values[key] += int(snapshot.get(key) or 0)
+            lane.counters.last_error = snapshot.get("last_error")
+            lane.counters.last_error_at = snapshot.get("last_error_at")
+            lane.counters.last_success_at = snapshot.get("last_success_at")
 
     # ------------------------------------------------------------------ idle and shutdown
     def settled_all(self) -> bool:

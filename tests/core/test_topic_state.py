@@ -193,6 +193,8 @@ def test_a_topic_idle_and_settled_is_released_and_comes_back_with_its_numbers(tm
     assert counters["d"]["delivered"] == 1 and state.wal is None
     assert host.of(ItemsProcessed)[-1].items == (("t/d", 1),)
     again = TopicState("t", state.config, host, clock=clock)
+    again.restore_counters(counters)
+    assert again.stats()["d"]["delivered"] == 1  # counting goes on too
     assert again.open_wal()
     again.recover(dict(state.reported))
     again.chunk(chunk("t", 1))
