@@ -34,6 +34,7 @@ from ..config import Config
 from ..core.gather import summarize
 from ..core.handles import HandleLRU
 from ..core.restarts import RestartBackoff
+from ..core.timers import TimerQueue
 from ..core.topic_state import TopicState, entity
 from ..exceptions import InvalidData
 from ..messages import (
@@ -102,7 +103,9 @@ class _Host:
         self.actor.send(address, message)
 
     def schedule(self, seconds: float, timer: TopicTimer) -> None:
-        self.actor.wakeupAfter(timedelta(seconds=max(seconds, 0.0)), timer)
+        wait = self.actor.timers.add(time.monotonic(), seconds, timer)
+        if wait is not None:
+            self.actor.wakeupAfter(timedelta(seconds=wait), SupervisorTimer("tick"))
 
     def worker(self, name: str, owner: str | None) -> Any:
         return self.actor.worker(name, owner)
@@ -151,6 +154,8 @@ class TopicSupervisor(ActorTypeDispatcher):
         self.flushes: dict[int, tuple[int, Any, set[str], dict[str, str]]] = {}
         """Flush key -> (root's token, reply address, topics still unsettled, errors)."""
         self.handles = HandleLRU(MAX_OPEN_LOGS)
+        self.timers = TimerQueue()
+        """The topics' timers, behind one Thespian wakeup (see datalogger.core.timers)."""
         self.received = 0
         """Chunks the root forwarded here (compared by the root before letting it exit)."""
         self.leaving = False
@@ -393,17 +398,30 @@ class TopicSupervisor(ActorTypeDispatcher):
         """Topic timers go to their topic; restarts and the idle sweep are the supervisor's."""
         payload = message.payload
         if isinstance(payload, TopicTimer):
-            state = self.states.get(payload.topic)
-            if payload.kind == "synced":
-                self.token_topics.pop(payload.value, None)
-            if state is not None:
-                state.on_timer(payload.kind, payload.value)
+            self._topic_timer(payload)
         elif isinstance(payload, SupervisorTimer):
-            if payload.kind == "restart":
+            if payload.kind == "tick":
+                self._tick()
+            elif payload.kind == "restart":
                 self._restart(payload.value)
             elif payload.kind == "idle" and not self.exiting:
                 self._sweep_idle()
                 self._idle_timer()
+
+    def _topic_timer(self, timer: TopicTimer) -> None:
+        state = self.states.get(timer.topic)
+        if timer.kind == "synced":
+            self.token_topics.pop(timer.value, None)
+        if state is not None:
+            state.on_timer(timer.kind, timer.value)
+
+    def _tick(self) -> None:
+        """Run every topic timer that is due; ask for a wakeup at the next one."""
+        due, wait = self.timers.due(time.monotonic())
+        for timer in due:
+            self._topic_timer(timer)
+        if wait is not None:
+            self.wakeupAfter(timedelta(seconds=wait), SupervisorTimer("tick"))
 
     def _sweep_idle(self) -> None:
         """Release every topic idle for ``idle_after`` with everything settled."""

@@ -108,3 +108,20 @@ def test_the_core_imports_no_thespian_not_even_through_the_modules_it_uses() -> 
                     if candidate.exists() and candidate != PACKAGE / "__init__.py":
                         todo.append(candidate)
     assert PACKAGE / "core" / "topic_state.py" in seen and PACKAGE / "wal.py" in seen
+
+
+def test_timer_queue_asks_for_one_wakeup_at_the_earliest_and_hands_out_what_is_due() -> None:
+    from datalogger.core.timers import TimerQueue
+
+    timers = TimerQueue()
+    assert timers.add(0.0, 5.0, "late") == 5.0
+    assert timers.add(0.0, 10.0, "later") is None  # the wakeup at 5 comes first
+    assert timers.add(1.0, 1.0, "soon") == 1.0  # earlier than the pending one
+    due, wait = timers.due(2.0)
+    assert due == ["soon"] and wait == 3.0  # another at 5: a spare wakeup is harmless
+    due, wait = timers.due(5.0)
+    assert due == ["late"] and wait == 5.0
+    assert timers.due(5.0) == ([], None)  # the spare one: nothing due, the next is asked for
+    due, wait = timers.due(10.0)
+    assert due == ["later"] and wait is None and len(timers) == 0
+    assert timers.add(11.0, 0.0, "now") == 0.0
