@@ -22,7 +22,6 @@ unknown key, an unknown type or a missing required argument is named in the
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 import re
@@ -34,6 +33,7 @@ from typing import Any
 import attrs
 
 from .exceptions import ConfigError
+from .loading import import_by_path, is_import_path
 from .validation import TOPIC_PATTERN
 
 __all__ = [
@@ -377,19 +377,14 @@ class Config:
 def resolve_class(type_name: str) -> type:
     """Import the class named by a short type name or ``package.module:Class``."""
     path = DESTINATION_TYPES.get(type_name, type_name)
-    module_name, sep, class_name = path.partition(":")
-    if not sep or not module_name or not class_name:
+    if not is_import_path(path):
         raise ConfigError(
             f"unknown destination type {type_name!r}: use one of "
             f"{', '.join(sorted(DESTINATION_TYPES))} or 'package.module:Class'"
         )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"destination type {type_name!r}: cannot import {module_name}: {exc}") from exc
-    cls = getattr(module, class_name, None)
+    cls = import_by_path(path, f"destination type {type_name!r}")
     if not isinstance(cls, type):
-        raise ConfigError(f"destination type {type_name!r}: {module_name} has no class {class_name}")
+        raise ConfigError(f"destination type {type_name!r}: {path} is not a class")
     if not callable(getattr(cls, "send_data", None)):
         raise ConfigError(f"destination type {type_name!r}: {path} has no send_data method")
     return cls

@@ -9,7 +9,6 @@ left (one attempt per key, failures to ``handle_error`` and the dead letters).
 
 from __future__ import annotations
 
-import importlib
 import logging
 from datetime import timedelta
 from typing import Any
@@ -20,6 +19,7 @@ from ..buffer import DataBuffer
 from ..buffer_partition import Partition
 from ..delivery import describe
 from ..exceptions import ConfigError
+from ..loading import import_by_path
 from ..messages import (
     BufferDumpReply,
     BufferDumpRequest,
@@ -45,15 +45,7 @@ def load_buffer_class(path: str) -> type[DataBuffer]:
     Raises:
         ConfigError: the module or the class is missing, or it is no DataBuffer.
     """
-    module_name, sep, qualname = path.partition(":")
-    if not sep or not module_name or not qualname:
-        raise ConfigError(f"buffer class {path!r} is not of the form 'module:qualname'")
-    try:
-        found: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import buffer class {path}: {exc}") from exc
+    found = import_by_path(path, "buffer class")
     if not (isinstance(found, type) and issubclass(found, DataBuffer)):
         raise ConfigError(f"{path} is not a DataBuffer subclass")
     return found

@@ -9,11 +9,11 @@ when asked for, so psycopg and redis-py stay optional.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from ..exceptions import ConfigError, DataLoggerError
+from ..loading import import_by_path, is_import_path
 from .base import REQUIRED_METHODS, StorageAdapter, mentions_secret, redact, secrets_in
 
 __all__ = ["ADAPTERS", "StorageAdapter", "create_adapter", "load_adapter"]
@@ -49,22 +49,10 @@ def load_adapter(spec: str | type[StorageAdapter]) -> type[StorageAdapter]:
         raise ConfigError(f"adapter: expected a name or 'module:Class', got {spec!r}; {_known()}")
     spec = spec.strip()
     target = ADAPTERS.get(spec, spec)
-    module_name, sep, attr_path = target.partition(":")
-    if not sep or not module_name or not attr_path:
+    if not is_import_path(target):
         raise ConfigError(f"adapter: unknown adapter {spec!r}; {_known()}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        hint = ""
-        if spec in _EXTRAS:
-            hint = f" (install it with: pip install 'datalogger[{_EXTRAS[spec]}]')"
-        raise ConfigError(f"adapter {spec!r}: cannot import {module_name!r}: {exc}{hint}") from exc
-    obj: Any = module
-    try:
-        for name in attr_path.split("."):
-            obj = getattr(obj, name)
-    except AttributeError as exc:
-        raise ConfigError(f"adapter {spec!r}: {module_name!r} has no {attr_path!r}") from exc
+    hint = f" (install it with: pip install 'datalogger[{_EXTRAS[spec]}]')" if spec in _EXTRAS else ""
+    obj = import_by_path(target, f"adapter {spec!r}", import_hint=hint)
     return _check_class(obj, spec)
 
 

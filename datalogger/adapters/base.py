@@ -37,9 +37,9 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from ..exceptions import ConfigError, InvalidInput
+from ..redaction import mentions_secret, redact, secrets_in
 
 __all__ = [
     "REQUIRED_METHODS",
@@ -62,7 +62,6 @@ REQUIRED_METHODS = ("start", "item_processed", "load", "reset")
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_SECRET_KEYS = ("password", "passwd", "secret", "token")
 
 
 class StorageAdapter:
@@ -186,67 +185,3 @@ def validate_identifier(name: Any, option: str) -> str:
     return name
 
 
-def secrets_in(options: Mapping[str, Any] | None) -> set[str]:
-    """The secret strings found in ``options``: passwords, tokens and URL/DSN passwords."""
-    found: set[str] = set()
-    if not options:
-        return found
-    for key, value in options.items():
-        if not isinstance(value, str) or not value:
-            continue
-        if any(word in str(key).lower() for word in _SECRET_KEYS):
-            found.add(value)
-        found.update(_secrets_in_text(value))
-    return found
-
-
-def _secrets_in_text(text: str) -> set[str]:
-    """Passwords embedded in a URL (``scheme://user:pw@host``) or a libpq DSN (``password=pw``)."""
-    found: set[str] = set()
-    if "://" in text:
-        try:
-            password = urlsplit(text).password
-        except ValueError:
-            password = None
-        if password:
-            found.update({password, unquote(password)})
-    for match in _KV_PASSWORD.finditer(text):
-        value = match.group(2)
-        if value.startswith("'"):
-            value = value[1:-1].replace("\\'", "'")
-        if value:
-            found.add(value)
-    return found
-
-
-_URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)([^@\s]*)(@)")
-_KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"]+)", re.IGNORECASE)
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Mask the passwords in ``text``.
-
-    URL passwords (``scheme://user:***@host``), DSN ``password=***`` pairs and
-    every string of ``secrets`` found in ``text`` are replaced by ``***``.
-    """
-    text = _URL_PASSWORD.sub(r"\1***\3", text)
-    text = _KV_PASSWORD.sub(r"\1***", text)
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
-
-
-def mentions_secret(exc: BaseException | None, secrets: Iterable[str]) -> bool:
-    """True when ``exc``, or an exception it was chained from, mentions one of ``secrets``.
-
-    Use it to decide whether a translated error may keep ``exc`` as its cause.
-    """
-    wanted = [secret for secret in secrets if secret]
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        text = f"{exc} {exc.args!r}"
-        if any(secret in text for secret in wanted):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False

@@ -22,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..exceptions import ConfigError
 from ..names import sql_identifier
+from ..redaction import redact
 
 __all__ = [
     "IDENTIFIER",
@@ -43,11 +44,6 @@ __all__ = [
     "target_name",
 ]
 
-_URI_SCHEME = re.compile(r"^[a-z]+://", re.IGNORECASE)
-_URI_USERINFO = re.compile(r"^(?P<head>[a-z]+://[^:@/?#]*:)[^@?#]*(?=@)", re.IGNORECASE)
-_URI_PARAM = re.compile(r"(?P<head>[?&]password=)[^&#]*", re.IGNORECASE)
-_KEYWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|\S+)")
-_MASK = "***"
 
 #: What the fixed part of a schema or table template may hold (besides ``{topic}``).
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -80,18 +76,11 @@ def mask_dsn(dsn: str) -> str:
     Works for URIs (``postgresql://user:secret@host/db``, ``?password=secret``)
     and for key/value strings (``host=h password=secret``).
     """
-    if _URI_SCHEME.match(dsn):
-        masked = _URI_USERINFO.sub(rf"\g<head>{_MASK}", dsn)
-        masked = _URI_PARAM.sub(rf"\g<head>{_MASK}", masked)
-    else:
-        masked = _KEYWORD.sub(rf"\g<head>{_MASK}", dsn)
     try:
         password = conninfo_to_dict(dsn).get("password")
     except psycopg.Error:
         password = None
-    if password:  # whatever the patterns missed
-        masked = masked.replace(str(password), _MASK)
-    return masked
+    return redact(dsn, [str(password)] if password else ())  # wherever the patterns miss it
 
 
 def _fill(template: str, topic: str) -> str:

@@ -30,6 +30,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from ..exceptions import ConfigError, DataLoggerError, PermanentError
+from ..redaction import redact
 from . import _pg_copy as cp
 from . import _pg_schema as pg
 from .base import Destination, Rows
@@ -250,10 +251,7 @@ class PostgresDestination(Destination):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _scrub(self, text: object) -> str:
-        message = str(text)
-        if self._secret:
-            message = message.replace(self._secret, "***")
-        return message
+        return redact(str(text), [self._secret] if self._secret else ())
 
     # -- writing -------------------------------------------------------------
 
