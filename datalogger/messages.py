@@ -213,6 +213,9 @@ class TopicTimer:
     kind: str
     """``linger``, ``wal``, ``wal-open``, ``status``, ``recovery``, ``blocked`` or ``synced``."""
     value: Any = None
+    epoch: int = 0
+    """The :class:`~datalogger.core.topic_state.TopicState` that set it (a released topic's
+    timers do not reach the state that takes the topic back)."""
 
 
 @attrs.frozen

@@ -412,7 +412,7 @@ class TopicSupervisor(ActorTypeDispatcher):
         state = self.states.get(timer.topic)
         if timer.kind == "synced":
             self.token_topics.pop(timer.value, None)
-        if state is not None:
+        if state is not None and state.epoch == timer.epoch:
             state.on_timer(timer.kind, timer.value)
 
     def _tick(self) -> None:

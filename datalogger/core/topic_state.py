@@ -76,6 +76,9 @@ WAL_RETRY_MAX = 30.0
 """Longest wait between two tries to open a write-ahead log that could not be opened."""
 
 
+_EPOCHS = itertools.count(1)
+
+
 def entity(topic: str, destination: str) -> str:
     """The process-status entity of a destination for a topic."""
     return f"{topic}/{destination}"
@@ -174,6 +177,8 @@ class TopicState:
         self.reported: dict[str, int] = {}
         self.status_syncs: dict[int, list[int]] = {}
         self.exiting = False
+        self.epoch = next(_EPOCHS)
+        """Tells this state's timers from those of an earlier state of the same topic."""
         self.last_active = clock()
         """``clock()`` of the last chunk, settle or flush (for ``idle_after``)."""
         specs = config.destinations_for(topic)
@@ -189,6 +194,9 @@ class TopicState:
             self.owners[spec.name] = self._owner(spec.name)
         if members is not None:
             self._report_placement()
+
+    def _timer(self, kind: str, value: Any) -> TopicTimer:
+        return TopicTimer(self.topic, kind, value, self.epoch)
 
     # ------------------------------------------------------------------ setup
     def start(self) -> None:
@@ -257,7 +265,7 @@ class TopicState:
     def _retry_wal_later(self) -> None:
         delay = min(WAL_RETRY_MAX, 2.0**self.wal_tries)
         self.wal_tries += 1
-        self.host.schedule(delay, TopicTimer(self.topic, "wal-open", self.wal_tries))
+        self.host.schedule(delay, self._timer("wal-open", self.wal_tries))
 
     def _begin_recovery(self) -> None:
         if self.host.process_status is None:
@@ -266,7 +274,7 @@ class TopicState:
             entities = tuple(entity(self.topic, name) for name in self.lanes)
             self.recovery_token = self.host.token(self.topic)
             self.host.send(self.host.process_status, WatermarksRequest(self.recovery_token, entities))
-            self.host.schedule(RECOVERY_WAIT, TopicTimer(self.topic, "recovery", 0))
+            self.host.schedule(RECOVERY_WAIT, self._timer("recovery", self.recovery_token))
 
     def watermarks(self, items: dict[str, int]) -> None:
         """Where each destination stopped (ProcessStatus's answer): replay the rest of the log."""
@@ -354,7 +362,7 @@ class TopicState:
             if wait > 0:
                 if name not in self.linger_timers:
                     self.linger_timers.add(name)
-                    self.host.schedule(wait, TopicTimer(self.topic, "linger", name))
+                    self.host.schedule(wait, self._timer("linger", name))
                 return
         while True:
             group = lane.next_group(window, MERGE_ROWS)
@@ -425,7 +433,7 @@ class TopicState:
             self._hand_over(name, lane.offer(seq, self._lane_rows(name, rows, logged_ns)))
         if policy == "interval" and not self.wal_timer:
             self.wal_timer = True
-            self.host.schedule(self.config.wal.fsync_interval, TopicTimer(self.topic, "wal", 0))
+            self.host.schedule(self.config.wal.fsync_interval, self._timer("wal", 0))
 
     def _append(self, rows: list[Any], logged_ns: int) -> int:
         """Append to the log; when that fails, free the settled segments and try once more."""
@@ -463,7 +471,7 @@ class TopicState:
             (lane.spec.block_timeout for lane in self.lanes.values() if lane.spec.overflow == "block"),
             default=0.0,
         )
-        self.host.schedule(timeout, TopicTimer(self.topic, "blocked", entry.id))
+        self.host.schedule(timeout, self._timer("blocked", entry.id))
 
     def _admit_blocked(self) -> None:
         while self.blocked and self._room_for(len(self.blocked[0].message.rows)):
@@ -489,7 +497,7 @@ class TopicState:
         self._hand_over(message.destination, lane.settle(message.seqs))
         if not self.status_timer and lane.watermark() > self.reported.get(message.destination, 0):
             self.status_timer = True
-            self.host.schedule(STATUS_EVERY, TopicTimer(self.topic, "status", 0))
+            self.host.schedule(STATUS_EVERY, self._timer("status", 0))
         self._admit_blocked()
         self._answer_flushes()
 
@@ -538,7 +546,7 @@ class TopicState:
         elif kind == "status":
             self.status_timer = False
             self.report_status()
-        elif kind == "recovery" and self.recovering and self.wal is not None:
+        elif kind == "recovery" and self.recovering and self.wal is not None and value == self.recovery_token:
             log.warning("topic %s: no answer from ProcessStatus; replaying the whole log", self.topic)
             self.recover({})
         elif kind == "blocked":
@@ -619,7 +627,7 @@ class TopicState:
             self.reported[name] = max(self.reported.get(name, 0), lane.watermark())
         token = self.host.sync_status(self.topic, self.status_items())
         self.status_syncs[token] = ready
-        self.host.schedule(STATUS_SYNC_WAIT, TopicTimer(self.topic, "synced", token))
+        self.host.schedule(STATUS_SYNC_WAIT, self._timer("synced", token))
 
     def status_synced(self, token: int, confirmed: bool = False) -> None:
         """The status is stored (or the wait for it ended): answer the flushes that waited."""

@@ -26,6 +26,7 @@ from datalogger.messages import (
     TopicFlushRequest,
     TopicStatsReply,
     TopicStatsRequest,
+    TopicTimer,
 )
 from tests.actors.harness import Harness
 
@@ -127,3 +128,18 @@ def test_a_shared_supervisor_keeps_its_workers_and_takes_released_topics_back_di
     log(h, "a", 2)
     state = h.actor.states["a"]
     assert state.wal.last_seq == 2 and state.stats()["f"]["delivered"] == 1
+
+
+def test_a_released_topics_timers_do_not_reach_the_state_that_takes_it_back(tmp_path: Path) -> None:
+    h = supervisor(tmp_path, shared=True, idle_after=0.05)
+    log(h, "a")
+    old = h.actor.states["a"]
+    h.deliver(ChunkSettled("a", "f", (1,), 1, 0, 1, 0.0), h.created("DestinationWorker")[0])
+    time.sleep(0.1)
+    h.deliver(WakeupMessage(timedelta(seconds=0), SupervisorTimer("idle")))
+    log(h, "a", 2)
+    new = h.actor.states["a"]
+    assert new is not old and new.epoch != old.epoch
+    new.recovering = True  # as if it waited for ProcessStatus
+    h.actor._topic_timer(TopicTimer("a", "recovery", 0, old.epoch))
+    assert new.recovering  # the old state's timer was ignored

@@ -223,7 +223,7 @@ def test_a_full_block_lane_refuses_the_caller_after_block_timeout(tmp_path: Path
     state.chunk(chunk("t", 2, ref=1))
     state.chunk(chunk("t", 2, ref=2))
     assert [m.ref for m in host.of(LogAccepted)] == [1]
-    assert (3.0, TopicTimer("t", "blocked", 1)) in host.timers
+    assert (3.0, TopicTimer("t", "blocked", 1, state.epoch)) in host.timers
     host.fire(state, "blocked")
     (rejected,) = host.of(LogRejected)
     assert rejected.error == "Backpressure" and rejected.ref == 2
