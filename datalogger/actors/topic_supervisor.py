@@ -35,7 +35,7 @@ from ..core.gather import summarize
 from ..core.handles import HandleLRU
 from ..core.restarts import RestartBackoff
 from ..core.timers import TimerQueue
-from ..core.topic_state import TopicState, entity
+from ..core.topic_state import STATUS_EVERY, TopicState, entity
 from ..exceptions import InvalidData
 from ..messages import (
     AttemptFailed,
@@ -103,7 +103,9 @@ class _Host:
         self.actor.send(address, message)
 
     def schedule(self, seconds: float, timer: TopicTimer) -> None:
-        wait = self.actor.timers.add(time.monotonic(), seconds, timer)
+        # status reports of many topics fire together: one ItemsProcessed (one write) for all
+        grid = STATUS_EVERY if timer.kind == "status" else 0.0
+        wait = self.actor.timers.add(time.monotonic(), seconds, timer, grid)
         if wait is not None:
             self.actor.wakeupAfter(timedelta(seconds=wait), SupervisorTimer("tick"))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from typing import Any
 
 __all__ = ["TimerQueue"]
@@ -29,13 +30,16 @@ class TimerQueue:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def add(self, now: float, seconds: float, payload: Any) -> float | None:
-        """Add ``payload`` due ``seconds`` after ``now``.
+    def add(self, now: float, seconds: float, payload: Any, grid: float = 0.0) -> float | None:
+        """Add ``payload`` due ``seconds`` after ``now`` (rounded up to a multiple of ``grid``,
+        so that timers set within one ``grid`` fire together).
 
         Returns the seconds after which the actor must ask for a wakeup, or None
         when one already pending fires early enough.
         """
         due = now + max(seconds, 0.0)
+        if grid > 0:
+            due = math.ceil(due / grid) * grid
         heapq.heappush(self._heap, (due, next(self._order), payload))
         if self._wakeup_at is None or due < self._wakeup_at:
             self._wakeup_at = due

@@ -268,7 +268,10 @@ class TopicState:
         self.host.schedule(delay, self._timer("wal-open", self.wal_tries))
 
     def _begin_recovery(self) -> None:
-        if self.host.process_status is None:
+        assert self.wal is not None
+        if self.host.process_status is None or self.wal.last_seq == 0:
+            # an empty log has nothing to replay, whatever ProcessStatus says (marks are
+            # clamped to the log's end): a new topic needs no round trip
             self.recover({})
         else:
             entities = tuple(entity(self.topic, name) for name in self.lanes)

@@ -125,3 +125,12 @@ def test_timer_queue_asks_for_one_wakeup_at_the_earliest_and_hands_out_what_is_d
     due, wait = timers.due(10.0)
     assert due == ["later"] and wait is None and len(timers) == 0
     assert timers.add(11.0, 0.0, "now") == 0.0
+
+
+def test_timers_on_a_grid_fire_together() -> None:
+    from datalogger.core.timers import TimerQueue
+
+    timers = TimerQueue()
+    assert timers.add(10.05, 0.2, "a", grid=0.2) == pytest.approx(0.35)
+    assert timers.add(10.1, 0.2, "b", grid=0.2) is None  # due 10.4 too
+    assert timers.due(10.41)[0] == ["a", "b"]
