@@ -1,7 +1,7 @@
 """``python -m bench <case> [--quick | --smoke] [--rounds N] [--json PATH]``.
 
 Cases: postgres, influxdb, per_row, latency, topics, topics_many, outage, wal_fsync,
-peer_vmagent, encoders, signing, middleware, logging, all; ``plot`` draws
+peer_vmagent, encoders, signing, middleware, logging, pubsub, all; ``plot`` draws
 docs/img/throughput_vs_chunk.png.
 """
 
@@ -29,6 +29,7 @@ CASES = {
     "middleware": "bench.middleware",
     "logging": "bench.logging_handler",
     "signing": "bench.signing",
+    "pubsub": "bench.pubsub",
 }
 ALL = list(CASES)
 
@@ -58,13 +59,24 @@ def main(argv: list[str] | None = None) -> int:
 
         return plot.main(mode, args.json)
     names = list(CASES) if args.case == "all" else [args.case]
+    results = []
     for name in names:
         json_path = args.json
         if json_path and len(names) > 1:
             path = Path(json_path)
             json_path = str(path.with_name(f"{path.stem}-{name}{path.suffix}"))
-        run_case(name, mode, json_path)
+        results.append(run_case(name, mode, json_path))
+    if len(results) > 1:
+        print(summary(results), flush=True)
     return 0
+
+
+def summary(results: list[Result]) -> str:
+    """Every target of every case, one line each, with PASS or MISS and its margin."""
+    lines = [f"== targets ({results[0].mode if results else ''})"]
+    for result in results:
+        lines.extend(f"  {result.case}: {target.line()}" for target in result.targets)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -94,6 +94,10 @@ class Target:
     def line(self) -> str:
         """``name: value (target op limit) PASS/MISS by x%``."""
         verdict = "PASS" if self.passed else "MISS"
+        if not self.limit:  # a count that must stay 0: the margin is the count itself
+            return f"target {self.name}: {self.value:,.0f} (target {self.op} 0) {verdict}" + (
+                "" if self.passed else f" by {abs(self.value):,.0f}"
+            )
         return (
             f"target {self.name}: {self.value:.3g} (target {self.op} {self.limit:g}) "
             f"{verdict} by {abs(self.margin) * 100:.0f}%"

@@ -213,3 +213,64 @@ def log_chunks(dl: datalogger.DataLogger, topic: str, chunks: list[Chunk]) -> fl
         dl.log(topic, chunk)
     dl.flush(timeout=600.0)
     return time.perf_counter() - started
+
+
+#: Rows the node merges into one hand-over to a worker at most (``MERGE_ROWS`` of the
+#: TopicSupervisor): the largest call of ``send_data`` the node makes from 1,000-row chunks.
+MERGED_ROWS = 10_000
+
+
+def send_data_direct(table: Mapping[str, Any], topic: str, rows: list[Row],
+                     group: int = MERGED_ROWS) -> float:
+    """Seconds to deliver ``rows`` by calling the destination's ``send_data`` in this process.
+
+    No node, no actors, no log: the destination built from ``table`` as a worker builds
+    it, called with groups of ``group`` rows (the node's largest hand-over), the way to
+    the same server without datalogger's pipeline around it. The ceiling of ``ours``.
+    """
+    from datalogger.config import load_config
+    from datalogger.delivery import DestinationHost
+
+    with tempfile.TemporaryDirectory(prefix="dl-bench-") as state:
+        config = load_config({"data_dir": state, "destinations": {"d": dict(table)}})
+        (spec,) = config.destinations
+        host = DestinationHost(spec, topic)
+        try:
+            started = time.perf_counter()
+            for k in range(0, len(rows), group):
+                attempt = host.send(rows[k : k + group])
+                if not attempt.ok:
+                    raise RuntimeError(f"send_data failed: {attempt.error}")
+            return time.perf_counter() - started
+        finally:
+            host.close()
+
+
+def bulk_load_sequence(
+    pg_chunks: list[Chunk], influx_chunks: list[Chunk], influx_database: str,
+    written: dict[str, list[str]], sampler: RssSampler | None = None, postgres_first: bool = True,
+) -> dict[str, float]:
+    """Issue 19's sequence, in this one process: PostgreSQL through a node, then InfluxDB
+    through a new node (default configuration but for the servers).
+
+    Returns the seconds of each part and the rows each lane held only in the
+    write-ahead log (``spilled``: read back from it because the lane was over
+    ``max_buffered_rows``). With ``postgres_first=False`` only the InfluxDB part runs.
+    The tables and measurements written are appended to ``written["postgres"]`` and
+    ``written["influxdb"]``.
+    """
+    out: dict[str, float] = {}
+    if postgres_first:
+        with node({"pg": pg_destination()}, sampler=sampler) as dl:
+            topic = unique("bench_seq_pg")
+            written.setdefault("postgres", []).append(topic)
+            out["pg_seconds"] = log_chunks(dl, topic, pg_chunks)
+            out["pg_spilled"] = float(dl.stats()["topics"][topic]["pg"]["spilled"])
+    with node({"influx": influx_destination(influx_database)}, sampler=sampler) as dl:
+        dl.log("bench_warm", influx_chunks[0][:10])
+        dl.flush(60.0)
+        topic = unique("seq")
+        written.setdefault("influxdb", []).append(topic)
+        out["influx_seconds"] = log_chunks(dl, topic, influx_chunks)
+        out["influx_spilled"] = float(dl.stats()["topics"][topic]["influx"]["spilled"])
+    return out

@@ -41,14 +41,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 8
 
 
-def _server(kind: str, app: str, port: int, admin_port: int) -> subprocess.Popen[bytes]:
+def _server(kind: str, app: str, port: int, admin_port: int, secret_file: str) -> subprocess.Popen[bytes]:
     if kind == "uvicorn":
         command = ["-m", "uvicorn", f"bench.web_apps:{app}", "--host", "127.0.0.1",
                    "--port", str(port), "--log-level", "warning", "--no-access-log"]
     else:
         command = ["-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}",
                    "--log-level", "warning", f"bench.web_apps:{app}"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DATALOGGER_BENCH_ADMIN_PORT": str(admin_port)}
+    # The wrapped apps connect as any client does: with the node's secret (<data_dir>/secret).
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DATALOGGER_BENCH_ADMIN_PORT": str(admin_port),
+           "DATALOGGER_SECRET_FILE": secret_file}
     proc = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env)
     if not wait_until(lambda: port_open("127.0.0.1", port, timeout=0.2), 30):
         proc.kill()
@@ -145,7 +147,9 @@ def run(mode: Mode) -> Result:
                     for app in apps:
                         port = free_port()
                         servers[f"{kind}_{app.split('_', 1)[1]}"] = (
-                            _server(kind, app, port, dl.admin_port), port
+                            _server(kind, app, port, dl.admin_port,
+                                    os.environ.get("DATALOGGER_SECRET_FILE")
+                                    or os.path.join(dl.config.data_dir, "secret")), port
                         )
                 for name, (_, port) in servers.items():  # warm up: imports, connect, first topic
                     _sequential(port, min(50, count), "warm")

@@ -331,8 +331,8 @@ def _outage(
         dl.log(topic, batch)
         return True
 
-    def spill_bytes() -> int:
-        return int(dl.stats()["topics"].get(topic, {}).get("vm", {}).get("spill_bytes", 0))
+    def wal_bytes() -> int:
+        return int(dl.stats()["topics"].get(topic, {}).get("vm", {}).get("wal_bytes", 0))
 
     figures = {
         "vmagent": _outage_side(
@@ -345,7 +345,7 @@ def _outage(
             agent.queue_bytes,
         ),
         "datalogger": _outage_side(
-            "datalogger", log, topic, vm, samplers, (up, down, wait), spill_bytes
+            "datalogger", log, topic, vm, samplers, (up, down, wait), wal_bytes
         ),
     }
     for side, numbers in figures.items():
@@ -364,7 +364,7 @@ def _outage(
     result.notes.append(
         f"outage: vmagent lost {int(theirs['rows_lost'])} of {int(theirs['rows_accepted'])} "
         f"rows accepted, datalogger {int(ours['rows_lost'])} of {int(ours['rows_accepted'])}; "
-        "peak_backlog_bytes: vmagent's queue dir, our spill files"
+        "peak_backlog_bytes: vmagent's queue dir, our write-ahead log (the backlog stays there)"
     )
 
 

@@ -38,6 +38,8 @@ from ._victoria import VM_URL, healthy, metric_rows, vm_count, vm_destination, w
 
 TARGET_VS_CLIENT = 1.5
 TARGET_VS_QUEUE = 1.0
+TARGET_STORED_VS_CLIENT = 2.0
+"""Issue 19: rows stored per second, one row per ``log_nowait()``, vs the batching WriteApi."""
 
 
 class ListHandler(logging.Handler):
@@ -153,4 +155,11 @@ def run(mode: Mode) -> Result:
     )
     result.targets.append(Target("ours/influxdb_client calls/s", vs_client, ">=", TARGET_VS_CLIENT))
     result.targets.append(Target("ours/queue_handler calls/s", vs_queue, ">=", TARGET_VS_QUEUE))
+    stored = ratio(
+        result.medians["influxdb_client"]["seconds_to_stored"],
+        result.medians["ours"]["seconds_to_stored"],
+    )
+    result.targets.append(Target(
+        "issue 19: one row per log_nowait(), influxdb_client/ours seconds until stored",
+        stored, ">=", TARGET_STORED_VS_CLIENT))
     return result

@@ -3,8 +3,10 @@
 For chunk sizes of 10, 100, 1,000 and 5,000 rows, the ``postgres`` case's two
 variants (``dl.log()`` + flush, and the direct psycopg COPY loop) run in
 alternation on one node; the medians are drawn on log-log axes to
-docs/img/throughput_vs_chunk.png and written as JSON like every case.
-Needs matplotlib (the ``bench`` extra).
+docs/img/throughput_vs_chunk.png and written as JSON like every case. The
+ceilings, which do not depend on the chunk size, are drawn across: one bulk
+COPY of 200,000 rows and the destination's ``send_data`` called in-process on
+10,000-row groups (issue 19). Needs matplotlib (the ``bench`` extra).
 """
 
 from __future__ import annotations
@@ -23,8 +25,19 @@ from ._common import (
     report,
     write_result,
 )
-from ._node import Chunk, chunked, node, pg_connect, pg_count, pg_destination, pg_drop, pg_rows, unique
-from .postgres import copy_chunks, log_chunks
+from ._node import (
+    Chunk,
+    chunked,
+    node,
+    pg_connect,
+    pg_count,
+    pg_destination,
+    pg_drop,
+    pg_rows,
+    send_data_direct,
+    unique,
+)
+from .postgres import bulk_copy, copy_chunks, log_chunks
 
 IMAGE = Path(__file__).resolve().parent.parent / "docs" / "img" / "throughput_vs_chunk.png"
 SIZES = (10, 100, 1000, 5000)
@@ -72,6 +85,25 @@ def sweep(mode: Mode) -> Result:
                 result.ratios[f"ours/copy at {size}"] = ratio(
                     med[f"ours_{size}"]["rows_per_s"], med[f"copy_{size}"]["rows_per_s"]
                 )
+            rows = pg_rows(totals[5000])
+
+            def bulk(r: int) -> Metrics:
+                table = unique("bench_bulk")
+                tables.append(table)
+                seconds = bulk_copy(conn, table, rows)
+                check_count(table, len(rows), pg_count(table))
+                return {"rows_per_s": len(rows) / seconds}
+
+            def direct(r: int) -> Metrics:
+                table = unique("bench_direct")
+                tables.append(table)
+                seconds = send_data_direct(pg_destination(), table, rows)
+                check_count(table, len(rows), pg_count(table))
+                return {"rows_per_s": len(rows) / seconds}
+
+            ceilings = alternate(rounds, {"bulk_copy": bulk, "send_data": direct}, sampler)
+            result.per_round.update(ceilings)
+            result.medians.update(medians_of(ceilings))
         result.memory = sampler.peaks()
     finally:
         pg_drop(tables)
@@ -94,6 +126,13 @@ def draw(result: Result, path: Path = IMAGE) -> Path:
         for x, y in zip(SIZES, ys, strict=True):
             ax.annotate(f"{y:,.0f}", (x, y), textcoords="offset points", xytext=(4, 6),
                         fontsize=7)
+    for variant, label, style in (
+        ("bulk_copy", "one bulk COPY of all rows (psycopg write_row)", "--"),
+        ("send_data", "send_data in-process, 10,000-row groups (no node)", ":"),
+    ):
+        if variant in result.medians:
+            y = result.medians[variant]["rows_per_s"]
+            ax.axhline(y, linestyle=style, color="grey", label=f"{label}: {y:,.0f}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("rows per chunk")

@@ -1,4 +1,8 @@
-"""``python -m bench.profile <postgres|per_row|latency|peer_vmagent> [--seconds N]``: where the time goes.
+"""``python -m bench.profile <case> [--seconds N] [--after-postgres]``: where the time goes.
+
+Cases: postgres, influxdb, per_row, latency, peer_vmagent. ``--after-postgres``
+first writes 200,000 rows to PostgreSQL through a node of its own, in this
+process, as issue 19's sequence does, then profiles the case on a new node.
 
 Runs the hot loop of a case on a fresh node and, while it runs, records every
 process of the node and the caller with ``py-spy record --format
@@ -42,6 +46,7 @@ from ._node import (
     influx_destination,
     influx_drop,
     influx_rows,
+    log_chunks,
     node,
     node_group,
     pg_destination,
@@ -73,6 +78,11 @@ def _loop(
         while not stop.is_set():
             dl.log(topic, chunk)
             logged[0] += len(chunk)
+    elif case == "influxdb":  # the influxdb case's ours: log() of 1,000 rows, v1 HTTP
+        chunks = chunked(influx_rows(200_000), 1000)
+        while not stop.is_set():
+            dl.log("bench_prof_influx", chunks[(logged[0] // 1000) % len(chunks)])
+            logged[0] += 1000
     elif case == "peer_vmagent":  # peer_vmagent's datalogger side: log() of 1,000 rows, v2 to VM
         chunks = chunked(metric_rows(200_000), 1000)
         while not stop.is_set():
@@ -169,21 +179,31 @@ def record(pids: list[int], seconds: float, out: str, native: bool = False) -> d
     return stacks
 
 
-def profile(case: str, seconds: float, native: bool = False) -> dict[str, Any]:
-    """Run ``case``'s hot loop on a fresh node and profile all its processes."""
+def profile(case: str, seconds: float, native: bool = False,
+            after_postgres: bool = False) -> dict[str, Any]:
+    """Run ``case``'s hot loop on a fresh node and profile all its processes.
+
+    ``after_postgres``: first 200,000 rows into PostgreSQL through another node.
+    """
     database = unique("bench_prof")
     destinations: dict[str, Any]
+    cleanup: list[str] = []
+    if after_postgres:
+        with node({"pg": pg_destination()}) as first:
+            table = unique("bench_prof_first")
+            cleanup.append(table)
+            log_chunks(first, table, chunked(pg_rows(200_000), 1000))
     if case == "postgres":
         destinations = {"pg": pg_destination()}
-    elif case == "per_row":
+    elif case in ("per_row", "influxdb"):
         influx_create(database)
         destinations = {"influx": influx_destination(database)}
     elif case == "peer_vmagent":  # the shared VictoriaMetrics of .ci/start-victoriametrics
         destinations = {"vm": vm_destination()}
     else:
         destinations = {"j": {"type": "jsonl", "directory": tempfile.mkdtemp(prefix="dl-prof-")}}
-    cleanup: list[str] = []
-    summary: dict[str, Any] = {"case": case, "seconds": seconds, "processes": {}}
+    summary: dict[str, Any] = {"case": case, "seconds": seconds, "processes": {},
+                               "after_postgres": after_postgres}
     try:
         with node(destinations) as dl, tempfile.TemporaryDirectory() as out:
             stop = threading.Event()
@@ -229,9 +249,8 @@ def profile(case: str, seconds: float, native: bool = False) -> dict[str, Any]:
             Path(f"{base}.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
             summary["written"] = str(base)
     finally:
-        if case == "postgres":
-            pg_drop(cleanup)
-        elif case == "per_row":
+        pg_drop(cleanup)
+        if case in ("per_row", "influxdb"):
             influx_drop(database)
     return summary
 
@@ -282,7 +301,8 @@ def _in_group(pid: int, group: int | None) -> bool:
 def print_summary(summary: dict[str, Any], top: int = 8) -> None:
     """Print the busiest processes and their top frames."""
     procs = sorted(summary["processes"].items(), key=lambda kv: -kv[1]["samples"])
-    print(f"== profile {summary['case']}: {summary.get('rows_per_s') or 0:,.0f} rows/s logged, "
+    after = " after 200,000 rows to PostgreSQL" if summary.get("after_postgres") else ""
+    print(f"== profile {summary['case']}{after}: {summary.get('rows_per_s') or 0:,.0f} rows/s logged, "
           f"{summary.get('rows_stored_per_s') or 0:,.0f} stored (before py-spy); "
           f"{summary.get('written')}")
     for name, info in procs:
@@ -300,11 +320,14 @@ def print_summary(summary: dict[str, Any], top: int = 8) -> None:
 def main(argv: list[str] | None = None, run: Callable[..., dict[str, Any]] = profile) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
-    parser.add_argument("case", choices=["postgres", "per_row", "latency", "peer_vmagent"])
+    parser.add_argument("case", choices=["postgres", "influxdb", "per_row", "latency", "peer_vmagent"])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--native", action="store_true", help="C frames too (gc, libpq...)")
+    parser.add_argument("--after-postgres", action="store_true",
+                        help="first 200,000 rows to PostgreSQL through a node of their own")
     args = parser.parse_args(argv)
-    print_summary(run(args.case, args.seconds, args.native))
+    extra = {"after_postgres": True} if args.after_postgres else {}
+    print_summary(run(args.case, args.seconds, args.native, **extra))
     return 0
 
 

@@ -152,12 +152,15 @@ class Endpoint:
     def send_many(self, address: Any, messages: list[Any], timeout: float) -> None:
         """Send several messages to one address, in order; wait for every acknowledgement.
 
-        ``timeout`` bounds the wait for the *next* acknowledgement: a busy actor
-        that keeps taking messages is slow, not gone.
+        One at a time: Thespian's TCP transport sends one message at a time to
+        an address and may start a transmit scheduled later before older ones
+        waiting for that address, so several in progress at once can arrive
+        out of order. ``timeout`` bounds the wait for each acknowledgement: a
+        busy actor that keeps taking messages is slow, not gone.
 
         Raises:
             Unreachable: as :meth:`send`; its ``sent`` is how many of the first
-                messages were acknowledged (the others may or may not have arrived).
+                messages were acknowledged (the next may or may not have arrived).
         """
         sent: list[Any] = []
         failed: list[Any] = []
@@ -166,22 +169,21 @@ class Endpoint:
             failed.append(result)
             self._transport.abort_run()
 
-        for message in messages:
+        for index, message in enumerate(messages):
             self._transport.scheduleTransmit(
                 None,
                 TransmitIntent(address, message, onSuccess=lambda r, i: sent.append(r), onError=on_error),
             )
-        deadline = time.monotonic() + timeout
-        progress = 0
-        while not failed and len(sent) < len(messages):
-            if len(sent) > progress:
-                progress, deadline = len(sent), time.monotonic() + timeout
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise Unreachable(f"no acknowledgement within {timeout:.3g}s", silent=True, sent=len(sent))
-            self._ops._run_transport(timedelta(seconds=remaining), txonly=True)
-        if failed:
-            raise Unreachable(_describe(failed[0]), sent=len(sent))
+            deadline = time.monotonic() + timeout
+            while not failed and len(sent) <= index:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Unreachable(
+                        f"no acknowledgement within {timeout:.3g}s", silent=True, sent=len(sent)
+                    )
+                self._ops._run_transport(timedelta(seconds=remaining), txonly=True)
+            if failed:
+                raise Unreachable(_describe(failed[0]), sent=len(sent))
 
     def receive(self, timeout: float) -> Any:
         """The next message for this endpoint, waiting up to ``timeout`` s; None on silence."""

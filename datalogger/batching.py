@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .client_queue import MAX_CHUNK_ROWS, ClientQueue
+from .client_queue import MAX_CHUNK_ROWS, MAX_EVENTS_PER_SEND, ClientQueue
 from .client_spool import Spool, SpoolKeeper
 from .connection import Link
 from .exceptions import DataLoggerError, DeliveryTimeout, NotRunning
@@ -70,11 +70,10 @@ LINGER = 0.2
 """Seconds queued rows and events wait for more before they are sent (unless a chunk is full
 or a flush waits): every send costs the application's process a round trip of Thespian's
 transport, so fewer, fuller sends leave more of its time to the application."""
-MAX_EVENTS_PER_SEND = 500
-"""Most broadcast events handed to the PubSub actor in one round."""
-MAX_EVENTS_PER_MESSAGE = 100
+MAX_EVENTS_PER_MESSAGE = MAX_EVENTS_PER_SEND
 """Most events in one :class:`~datalogger.messages.PubSubBroadcasts` (one message and one
-acknowledgement for many events; the PubSub actor queues them per subscriber)."""
+acknowledgement for many events; the PubSub actor queues them per subscriber): a round of
+events of one topic is one message."""
 BACKOFF_FIRST = 0.05
 """Seconds before the first retry after the node could not be reached."""
 BACKOFF_MAX = 2.0

@@ -20,11 +20,14 @@ from typing import Any
 
 from .messages import PubSubBroadcast
 
-__all__ = ["MAX_CHUNK_ROWS", "ClientQueue"]
+__all__ = ["MAX_CHUNK_ROWS", "MAX_EVENTS_PER_SEND", "ClientQueue"]
 
 MAX_CHUNK_ROWS = 1000
 """Most rows of one topic sent as one chunk (pickling a chunk holds the interpreter lock the
 application's threads wait for: about 1 ms per 1,000 rows)."""
+MAX_EVENTS_PER_SEND = 500
+"""Most broadcast events handed to the PubSub actor in one round; as many waiting are sent
+at once, without waiting for more to gather (a whole chunk of events)."""
 
 Rows = list[Any]
 
@@ -96,7 +99,7 @@ class ClientQueue:
                 self.events_dropped += 1
                 return False
             self.events.append(message)
-            if len(self.events) == 1:
+            if len(self.events) == 1 or len(self.events) == MAX_EVENTS_PER_SEND:
                 self.cond.notify()
         return True
 
@@ -125,7 +128,9 @@ class ClientQueue:
         return bool(self.rows) or bool(self.events) or self.spooled > 0
 
     def has_full_chunk(self) -> bool:
-        """A topic has a whole chunk waiting (hold the lock)."""
+        """A topic has a whole chunk waiting, or a round's worth of events wait (hold the lock)."""
+        if len(self.events) >= MAX_EVENTS_PER_SEND:
+            return True
         return any(len(rows) >= MAX_CHUNK_ROWS for rows in self.rows.values())
 
     def take(self, waits_behind_spool: Any) -> list[tuple[str, Rows]]:

@@ -8,7 +8,7 @@ started with the same ``spool_dir``.
 Layout::
 
     <spool_dir>/<slot>/lock                  held with flock(2) by the process using the slot
-    <spool_dir>/<slot>/topics/<topic>/       a SpillQueue per topic (datalogger.spill)
+    <spool_dir>/<slot>/topics/<topic>/       a SpoolQueue per topic (datalogger.spool_queue)
 
 Several processes may share one ``spool_dir`` (the workers of a pre-fork web
 server): each takes the first slot whose lock it can get, and the kernel
@@ -18,7 +18,7 @@ adopts it (:func:`adopt_orphans`), drains it and lets it go again. A forked
 child shares its parent's lock, so it takes a slot of its own
 (:meth:`Spool.forget`).
 
-Crash semantics are those of :class:`~datalogger.spill.SpillQueue`: a row is
+Crash semantics are those of :class:`~datalogger.spool_queue.SpoolQueue`: a row is
 on disk once :meth:`Spool.push` returns (a crash of the app loses nothing
 written), and a chunk is removed only by :meth:`Spool.pop` after the node
 accepted it, so a crash in between sends it again (at least once).
@@ -34,7 +34,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .spill import SpillQueue
+from .spool_queue import SpoolQueue
 from .validation import TOPIC_PATTERN
 
 __all__ = ["MAX_SLOTS", "Spool", "SpoolKeeper", "adopt_orphans"]
@@ -63,7 +63,7 @@ def _try_lock(slot: Path) -> int | None:
 
 
 class Spool:
-    """One slot of a ``spool_dir``: a SpillQueue per topic, held under the slot's lock.
+    """One slot of a ``spool_dir``: a SpoolQueue per topic, held under the slot's lock.
 
     Used by one thread (the handle's sender) at a time.
     """
@@ -71,7 +71,7 @@ class Spool:
     def __init__(self, directory: Path, lock_fd: int) -> None:
         self.directory = directory
         self._lock_fd: int | None = lock_fd
-        self._queues: dict[str, SpillQueue] = {}
+        self._queues: dict[str, SpoolQueue] = {}
         topics = directory / "topics"
         if topics.is_dir():
             for entry in sorted(topics.iterdir()):
@@ -94,10 +94,10 @@ class Spool:
                 return cls(slot, fd)
         raise OSError(errno.EBUSY, f"all {MAX_SLOTS} slots of the spool directory are in use", str(root))
 
-    def _queue(self, topic: str) -> SpillQueue:
+    def _queue(self, topic: str) -> SpoolQueue:
         queue = self._queues.get(topic)
         if queue is None:
-            queue = SpillQueue(
+            queue = SpoolQueue(
                 self.directory / "topics" / topic, segment_bytes=_SEGMENT_BYTES, fsync="interval"
             )
             self._queues[topic] = queue

@@ -7,8 +7,10 @@ given its chunks again. It bounds the rows held in memory with
 ``max_buffered_rows`` and applies the destination's ``overflow`` policy:
 
 ``spill``
-    Chunks beyond the bound go to a :class:`~datalogger.spill.SpillQueue` on
-    disk and are handed to the worker, in order, as room frees up.
+    Chunks beyond the bound are not kept in memory: the lane keeps only their
+    sequence numbers and row counts, and reads their rows back from the
+    topic's write-ahead log (which holds every chunk anyway) to hand them to
+    the worker, in order, as room frees up. Nothing is written twice.
 ``block``
     :meth:`Lane.has_room` says no; the supervisor holds the caller.
 ``drop_oldest``
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .config import DestinationSpec
+from .exceptions import StorageError
 
 __all__ = ["COUNTER_NAMES", "Chunk", "Lane", "LaneCounters"]
 
@@ -33,6 +36,10 @@ log = logging.getLogger("datalogger.lane")
 
 Chunk = tuple[int, list[dict[str, Any]]]
 """A sequence number and its rows."""
+
+ReadBack = Callable[[list[int]], list[Chunk]]
+"""Reads the chunks numbered so (ascending) back from the write-ahead log, in order;
+a chunk the log no longer holds is missing from the answer."""
 
 COUNTER_NAMES = (
     "received",
@@ -78,7 +85,7 @@ class LaneCounters:
         self.last_success_at = time.time()
         self.failing_since = None
 
-    def snapshot(self, buffered: int, spill_bytes: int) -> dict[str, Any]:
+    def snapshot(self, buffered: int, wal_only_rows: int) -> dict[str, Any]:
         """The counters as a plain dict."""
         ordered = sorted(self.latencies)
 
@@ -90,7 +97,7 @@ class LaneCounters:
         return {
             **self.values,
             "buffered": buffered,
-            "spill_bytes": spill_bytes,
+            "wal_only_rows": wal_only_rows,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "failing_since": self.failing_since,
@@ -103,14 +110,18 @@ class LaneCounters:
 class Lane:
     """The chunks of one topic on their way to one destination."""
 
-    def __init__(self, spec: DestinationSpec, open_spill: Callable[[], Any]) -> None:
+    def __init__(self, spec: DestinationSpec, read_back: ReadBack) -> None:
         self.spec = spec
-        self._open_spill = open_spill
-        self._spill: Any = None
+        self._read_back = read_back
         self.inflight: dict[int, list[dict[str, Any]]] = {}
         self.inflight_rows = 0
         self.backlog: deque[Chunk] = deque()
         self.backlog_rows = 0
+        self.on_disk: deque[tuple[int, int]] = deque()
+        """``(seq, rows)`` of chunks over the bound, held only in the write-ahead log."""
+        self.on_disk_rows = 0
+        self.read_error = False
+        """The last read back from the log failed: try again later (see :meth:`refill`)."""
         self.unsettled: set[int] = set()
         self.max_seq = 0
         self.counters = LaneCounters()
@@ -121,24 +132,6 @@ class Lane:
         self.handed_groups: list[set[int]] = []
         self.last_handoff = float("-inf")
         """``time.monotonic()`` of the last group handed over (for ``linger``)."""
-
-    # ------------------------------------------------------------ spill access
-    @property
-    def spill(self) -> Any:
-        """The lane's spill queue, opened on first use."""
-        if self._spill is None:
-            self._spill = self._open_spill()
-        return self._spill
-
-    def _spill_waiting(self) -> int:
-        return len(self._spill) if self._spill is not None else 0
-
-    def adopt_spill(self) -> list[Chunk]:
-        """Open the spill queue left by an earlier run and return chunks to send now."""
-        spill = self.spill
-        if len(spill) == 0:
-            return []
-        return self._refill()
 
     # -------------------------------------------------------------- intake
     def has_room(self, rows: int) -> bool:
@@ -152,17 +145,10 @@ class Lane:
         self.unsettled.add(seq)
         self.max_seq = max(self.max_seq, seq)
         overflow = self.spec.overflow
-        if overflow == "spill" and (self._spill_waiting() or not self.has_room(len(rows))):
-            try:
-                self.spill.push(seq, rows)
-            except OSError as exc:
-                # The disk refuses (full, read-only): keep the chunk in memory, past the bound,
-                # rather than lose it or fail the caller; it is in the write-ahead log anyway.
-                self.counters.error(f"spill: {exc}", failing=False)
-                log.error("cannot spill a chunk of %d rows (kept in memory): %s", len(rows), exc)
-                self.backlog.append((seq, rows))
-                self.backlog_rows += len(rows)
-                return self._refill()
+        if overflow == "spill" and (self.on_disk or self._full()):
+            # Over the bound: the rows are in the write-ahead log already; keep the number only.
+            self.on_disk.append((seq, len(rows)))
+            self.on_disk_rows += len(rows)
             self.counters.add("spilled", len(rows))
             return self._refill()
         if overflow == "drop_oldest" and (self.backlog or not self.has_room(len(rows))):
@@ -171,6 +157,11 @@ class Lane:
             self._drop_oldest()
             return self._refill()
         return [self._send(seq, rows)]
+
+    def _full(self) -> bool:
+        """No chunk more goes to memory: ``max_buffered_rows`` are held (a chunk may overshoot)."""
+        held = self.inflight_rows + self.backlog_rows
+        return held > 0 and held >= self.spec.max_buffered_rows
 
     def _drop_oldest(self) -> None:
         # The worker holds up to the limit, the backlog up to the limit again;
@@ -183,7 +174,6 @@ class Lane:
             self.counters.add("dropped", len(rows))
 
     def _send(self, seq: int, rows: list[dict[str, Any]]) -> Chunk:
-        self.unsettled.add(seq)  # chunks adopted from an earlier run's spill too
         self.inflight[seq] = rows
         self.inflight_rows += len(rows)
         return seq, rows
@@ -195,16 +185,43 @@ class Lane:
             seq, rows = self.backlog.popleft()
             self.backlog_rows -= len(rows)
             out.append(self._send(seq, rows))
-        while self._spill_waiting() and (not self.inflight or self.inflight_rows < limit):
+        while self.on_disk and (not self.inflight or self.inflight_rows < limit):
             room = max(1, limit - self.inflight_rows)
+            taken: list[tuple[int, int]] = []
+            total = 0
+            for seq, count in self.on_disk:
+                if total >= room:  # the last chunk taken may overshoot, as in offer()
+                    break
+                taken.append((seq, count))
+                total += count
             try:
-                popped = self.spill.pop(room)
-            except OSError as exc:  # its cursor cannot be saved: try again at the next settle
-                log.error("cannot take chunks from the spill queue (tried again later): %s", exc)
+                found = self._read_back([seq for seq, _ in taken])
+            except StorageError as exc:
+                self.read_error = True
+                self.counters.error(f"reading back from the write-ahead log: {exc}")
+                log.error("cannot read chunks back from the write-ahead log (tried again later): %s", exc)
                 break
-            for seq, rows in popped:
-                out.append(self._send(seq, rows))
+            self.read_error = False
+            for _ in taken:
+                self.on_disk.popleft()
+            self.on_disk_rows -= total
+            rows_of = dict(found)
+            for seq, count in taken:
+                chunk_rows = rows_of.get(seq)
+                if chunk_rows is None:
+                    # Damaged in the log (already logged and counted there): it cannot be
+                    # delivered; forget it rather than hold every later chunk back for ever.
+                    self.unsettled.discard(seq)
+                    self.counters.add("dropped", count)
+                    self.counters.error(f"chunk {seq} could not be read back from the write-ahead log")
+                    log.error("chunk %d (%d rows) unreadable in the write-ahead log", seq, count)
+                    continue
+                out.append(self._send(seq, chunk_rows))
         return out
+
+    def refill(self) -> list[Chunk]:
+        """Chunks that fit now (after a failed read back from the log, say)."""
+        return self._refill()
 
     # -------------------------------------------------------------- outcomes
     # -------------------------------------------------------------- hand-over
@@ -268,13 +285,7 @@ class Lane:
         return sorted(self.inflight.items())
 
     def settled_through(self, seq: int) -> bool:
-        """True when no chunk with a sequence number <= ``seq`` is unsettled.
-
-        While chunks wait in the spill queue the answer is False: they may be
-        older than ``seq`` (left by an earlier run).
-        """
-        if self._spill_waiting():
-            return False
+        """True when no chunk with a sequence number <= ``seq`` is unsettled."""
         return not self.unsettled or min(self.unsettled) > seq
 
     def watermark(self) -> int:
@@ -288,39 +299,9 @@ class Lane:
         self.max_seq = max(self.max_seq, seq)
 
     def buffered_rows(self) -> int:
-        """Rows not yet settled, in memory and on disk."""
-        spilled = self._spill.rows if self._spill is not None else 0
-        return self.inflight_rows + self.backlog_rows + spilled
-
-    def spill_bytes(self) -> int:
-        """Bytes in the spill queue on disk."""
-        return self._spill.bytes_on_disk if self._spill is not None else 0
-
-    def spill_everything(self) -> int:
-        """Move every unsettled chunk in memory to the spill queue; return its rows.
-
-        Used at shutdown: what is on disk is delivered at the next start.
-        """
-        chunks = sorted([*self.inflight.items(), *self.backlog])
-        spill = self.spill
-        moved = 0
-        # Appended after what is already on disk: nothing is rewritten, so a
-        # crash here loses nothing, at the price of order across the restart.
-        for seq, rows in chunks:
-            spill.push(seq, rows)
-            moved += len(rows)
-        self.inflight.clear()
-        self.inflight_rows = 0
-        self.backlog.clear()
-        self.backlog_rows = 0
-        return moved
-
-    def close(self) -> None:
-        """Sync and close the spill queue, if one was opened."""
-        if self._spill is not None:
-            self._spill.close()
-            self._spill = None
+        """Rows not yet settled, in memory or held only in the write-ahead log."""
+        return self.inflight_rows + self.backlog_rows + self.on_disk_rows
 
     def snapshot(self) -> dict[str, Any]:
         """Counters for ``stats()``."""
-        return self.counters.snapshot(self.buffered_rows(), self.spill_bytes())
+        return self.counters.snapshot(self.buffered_rows(), self.on_disk_rows)

@@ -654,7 +654,7 @@ class PubSubSubscribe:
     """Subscriber -> PubSub: send me every event broadcast on ``topic``.
 
     Answered with :class:`PubSubSubscribed`. Subscribing again with the same
-    address and topic only updates ``max_pending``.
+    address and topic only updates ``max_pending`` (and the window and batch).
     """
 
     topic: str
@@ -666,9 +666,13 @@ class PubSubSubscribe:
     acknowledged with :class:`PubSubAck` (sent, or waiting to be sent) beyond which
     further events are dropped (and counted) for this subscriber only."""
     window: int | None = None
-    """Events to send ahead of the acknowledgements (capped at 64); None: 4, for an
-    actor that acknowledges each event. A subscriber that reads its endpoint without
-    pause (a :class:`~datalogger.pubsub.Subscription`) asks for more."""
+    """Most events sent and not yet acknowledged; None (and at most): ``max_pending``.
+    One message is on its way at a time whatever the window (see :class:`PubSubEvents`)."""
+    batch: int = 1
+    """Most events in one message. 1: one :class:`RequestSent` per event (each
+    acknowledged before the next is sent); more: :class:`PubSubEvents` of up to
+    ``batch`` events (capped at 1,000), which is how a subscriber keeps up with
+    thousands of events a second."""
 
 
 @attrs.frozen
@@ -679,9 +683,11 @@ class PubSubSubscribed:
     """The topic subscribed to."""
     subscribers: int
     """Subscribers of ``topic`` now, this one included."""
-    window: int = 4
-    """Events the PubSub actor sends this subscriber ahead of its acknowledgements;
-    the rest wait in its queue. Acknowledge at least every ``window // 2`` events."""
+    window: int = 1
+    """Events the PubSub actor lets this subscriber hold unacknowledged; the rest wait
+    in its queue."""
+    batch: int = 1
+    """Most events in one message (1: :class:`RequestSent`; more: :class:`PubSubEvents`)."""
 
 
 @attrs.frozen
@@ -715,8 +721,8 @@ class PubSubBroadcasts:
     """Publisher -> PubSub: several events of one topic in one message, fanned out in order.
 
     For a publisher that queues events and sends them in batches (one message
-    instead of one per event); each subscriber still gets one
-    :class:`RequestSent` per event. No reply.
+    instead of one per event), as a :class:`~datalogger.DataLogger` handle's
+    ``broadcast()`` does. No reply (but see ``ack``).
     """
 
     topic: str
@@ -725,6 +731,8 @@ class PubSubBroadcasts:
     """The events, oldest first."""
     scope: str = "local"
     """As :attr:`PubSubBroadcast.scope`."""
+    ack: bool = False
+    """As :attr:`PubSubBroadcast.ack` (the peer acknowledges ``len(events)``)."""
 
 
 @attrs.frozen
@@ -738,15 +746,39 @@ class RequestSent:
 
 
 @attrs.frozen
+class PubSubEvents:
+    """PubSub -> subscriber that asked for batches: several events of ``topic``, oldest first.
+
+    Acknowledge them with ``PubSubAck(len(events), topic)`` once handled (or
+    in parts). The next message is sent once part of this one is acknowledged
+    (or its ``seq`` is, see :attr:`PubSubAck.received`): one message is on its
+    way to a subscriber at a time, which keeps them in order (Thespian may
+    reorder several transmits in progress to one address) and holds no
+    transmit of the PubSub actor behind a busy subscriber.
+    """
+
+    events: tuple[Any, ...]
+    """The events as broadcast, oldest first."""
+    topic: str = "requests"
+    """The topic they were broadcast on (acknowledge with this topic)."""
+    seq: int = 0
+    """This subscriber's message number (1, 2, ...)."""
+
+
+@attrs.frozen
 class PubSubAck:
     """Subscriber -> PubSub: ``count`` more events of ``topic`` were consumed (opens its window)."""
 
     count: int
-    """Events consumed since the previous acknowledgement."""
+    """Events consumed since the previous acknowledgement (0: none, see ``received``)."""
     topic: str = "requests"
     """The topic the events came from."""
     subscriber: Any = None
     """The subscribed address; None: the sender."""
+    received: int = 0
+    """The ``seq`` of the latest :class:`PubSubEvents` received (0: not said). A subscriber
+    that queues events before consuming them says so at once, and gets the next message
+    without waiting for the first event to be consumed."""
 
 
 @attrs.frozen
@@ -760,7 +792,8 @@ class PubSubStatsReply:
 
     stats: dict[str, Any]
     """``{"topics": {topic: {"broadcast": n, "subscribers": n}}, "subscribers": [{"topic",
-    "address", "max_pending", "pending", "delivered", "dropped"}], "removed": n}``."""
+    "address", "max_pending", "window", "batch", "in_flight", "queued", "pending",
+    "delivered", "dropped"}], "peers": [...], "removed": n}``."""
 
 
 # ---- DataBuffer

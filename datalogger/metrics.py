@@ -19,7 +19,7 @@ Metrics, labelled ``{topic, destination}`` unless noted:
 - counters ``datalogger_rows_{received,replayed,delivered,dead_lettered,spilled,dropped}_total``
   (rows), ``datalogger_attempts_{failed,retried}_total`` (attempts) and
   ``datalogger_worker_restarts_total``;
-- gauges ``datalogger_buffered_rows``, ``datalogger_spill_bytes``, ``datalogger_wal_bytes``,
+- gauges ``datalogger_buffered_rows``, ``datalogger_wal_only_rows``, ``datalogger_wal_bytes``,
   ``datalogger_logged_seq`` and ``datalogger_settled_seq`` (their difference is the lag, in
   chunks, the dashboard shows),
   ``datalogger_wal_corrupt_records`` (damaged records found in the topic's log),
@@ -85,7 +85,10 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "replayed": ("datalogger_rows_replayed", "Rows replayed from the write-ahead log on start."),
     "delivered": ("datalogger_rows_delivered", "Rows the destination took."),
     "dead_lettered": ("datalogger_rows_dead_lettered", "Rows given up on, kept as dead letters."),
-    "spilled": ("datalogger_rows_spilled", "Rows spilled to disk because memory was full."),
+    "spilled": (
+        "datalogger_rows_spilled",
+        "Rows over max_buffered_rows, held only in the write-ahead log and read back from it.",
+    ),
     "dropped": ("datalogger_rows_dropped", "Rows dropped by overflow = drop_oldest."),
     "failed": ("datalogger_attempts_failed", "Failed delivery attempts."),
     "retried": ("datalogger_attempts_retried", "Attempts scheduled again after a failure."),
@@ -96,9 +99,12 @@ COUNTERS: dict[str, tuple[str, str]] = {
 GAUGES: dict[str, tuple[str, str]] = {
     "buffered": (
         "datalogger_buffered_rows",
-        "Rows accepted and not yet settled for the destination, in memory or spilled to disk.",
+        "Rows accepted and not yet settled for the destination, in memory or only in the write-ahead log.",
     ),
-    "spill_bytes": ("datalogger_spill_bytes", "Bytes of spill files on disk."),
+    "wal_only_rows": (
+        "datalogger_wal_only_rows",
+        "Rows over max_buffered_rows now held only in the write-ahead log, not in memory.",
+    ),
     "wal_bytes": ("datalogger_wal_bytes", "Bytes of write-ahead log on disk for the topic."),
     "logged_seq": ("datalogger_logged_seq", "Sequence number of the topic's last logged chunk."),
     "settled_seq": (

@@ -35,11 +35,12 @@ from typing import Any
 
 from thespian.actors import ActorSystem
 
-from .actors.pubsub import MAX_WINDOW, SCOPES, PubSub
+from .actors.pubsub import MAX_BATCH, SCOPES, PubSub
 from .exceptions import DataLoggerError, DeliveryTimeout, InvalidInput, NotRunning
 from .messages import (
     PubSubAck,
     PubSubBroadcast,
+    PubSubEvents,
     PubSubStats,
     PubSubStatsReply,
     PubSubSubscribe,
@@ -158,8 +159,8 @@ def stats(handle_or_system: Any, timeout: float = 10.0) -> dict[str, Any]:
     """The PubSub actor's counters (see :class:`~datalogger.messages.PubSubStatsReply`).
 
     ``{"topics": {topic: {"broadcast": events, "subscribers": n}},
-    "subscribers": [{"topic", "address", "max_pending", "window", "in_flight",
-    "queued", "pending", "delivered", "dropped"}, ...], "peers": [...],
+    "subscribers": [{"topic", "address", "max_pending", "window", "batch",
+    "in_flight", "queued", "pending", "delivered", "dropped"}, ...], "peers": [...],
     "removed": n}``: per subscriber, ``delivered`` events were sent to it,
     ``in_flight`` of them not yet acknowledged, ``queued`` wait in its queue
     (``pending`` is both), and ``dropped`` were dropped because it was
@@ -217,7 +218,9 @@ class Subscription:
     actor's transport). An exception in the callback is logged and counted in
     :attr:`errors`.
 
-    Events are acknowledged as they are consumed (taken from the queue, or the
+    Events arrive in batches (:class:`~datalogger.messages.PubSubEvents`), each
+    said received at once so the next follows without waiting for the reader,
+    and are acknowledged as they are consumed (taken from the queue, or the
     callback returned). At most ``max_pending`` events wait unacknowledged
     (here, or in this subscription's queue in the PubSub actor); beyond that
     the PubSub actor drops events for this subscription only, and counts them.
@@ -252,6 +255,7 @@ class Subscription:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._ack_every = 1  # until the PubSub actor tells its window
         self._unacked = 0
+        self._received_seq = 0  # the last PubSubEvents taken in, not yet said
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -288,9 +292,7 @@ class Subscription:
                 try:
                     while not self._stop.is_set():
                         message = ctx.listen(_LISTEN_SLICE)
-                        if isinstance(message, RequestSent) and message.topic == self.topic:
-                            self.received += 1
-                            self._queue.put(message.event)
+                        self._take(message)
                         self._send_acks(ctx, idle=message is None)
                 finally:
                     ctx.tell(self._address, PubSubUnsubscribe(self.topic))
@@ -303,12 +305,10 @@ class Subscription:
 
     def _confirm(self, ctx: Any, timeout: float) -> bool:
         # this endpoint is read without pause: the PubSub actor may send well ahead
-        subscribe = PubSubSubscribe(self.topic, None, self.max_pending, MAX_WINDOW)
+        subscribe = PubSubSubscribe(self.topic, None, self.max_pending, None, MAX_BATCH)
         reply = ctx.ask(self._address, subscribe, timeout)
         while reply is not None and not isinstance(reply, PubSubSubscribed):
-            if isinstance(reply, RequestSent) and reply.topic == self.topic:
-                self.received += 1
-                self._queue.put(reply.event)
+            self._take(reply)
             reply = ctx.listen(timeout)
         if isinstance(reply, PubSubSubscribed):
             # acknowledge well before the PubSub actor's window for us closes
@@ -320,13 +320,26 @@ class Subscription:
         self._ready.set()
         return reply is not None
 
+    def _take(self, message: Any) -> None:
+        """Queue the events of a message from the PubSub actor (others are ignored)."""
+        if isinstance(message, PubSubEvents) and message.topic == self.topic:
+            self.received += len(message.events)
+            for event in message.events:
+                self._queue.put(event)
+            self._received_seq = message.seq
+        elif isinstance(message, RequestSent) and message.topic == self.topic:
+            self.received += 1
+            self._queue.put(message.event)
+
     def _send_acks(self, ctx: Any, idle: bool) -> None:
+        # a batch taken in is said at once (the PubSub actor then sends the next one);
+        # consumed events every quarter of the window, or when idle
         with self._lock:
-            count = self._unacked
-            if count == 0 or (count < self._ack_every and not idle):
+            count, received = self._unacked, self._received_seq
+            if not received and (count == 0 or (count < self._ack_every and not idle)):
                 return
-            self._unacked = 0
-        ctx.tell(self._address, PubSubAck(count, self.topic))
+            self._unacked, self._received_seq = 0, 0
+        ctx.tell(self._address, PubSubAck(count, self.topic, None, received))
 
     def _consumed(self) -> None:
         with self._lock:
@@ -400,31 +413,44 @@ class Subscription:
         return f"<Subscription topic={self.topic!r} {state} received={self.received}>"
 
 
-def subscribe_actor(actor: Any, topic: str = "requests", max_pending: int = 1000) -> None:
+def subscribe_actor(actor: Any, topic: str = "requests", max_pending: int = 1000, batch: int = 1) -> None:
     """Subscribe an actor (call from inside one of its handlers) to ``topic``.
 
-    The actor then receives :class:`~datalogger.messages.PubSubSubscribed`, and a
-    :class:`~datalogger.messages.RequestSent` per event. It must acknowledge
-    what it consumed with :class:`~datalogger.messages.PubSubAck`: the PubSub
-    actor sends a few events ahead (``PubSubSubscribed.window``), keeps the
-    next ones in this subscriber's queue, and drops (and counts) those past
-    ``max_pending``. An actor that never acknowledges gets ``window`` events::
+    The actor then receives :class:`~datalogger.messages.PubSubSubscribed`, and
+    its events: with ``batch=1`` (the default) one
+    :class:`~datalogger.messages.RequestSent` per event; with more,
+    :class:`~datalogger.messages.PubSubEvents` of up to ``batch`` events each
+    (at most 1,000). It must acknowledge what it consumed with
+    :class:`~datalogger.messages.PubSubAck`: the PubSub actor sends the next
+    message once (part of) the previous one is acknowledged, keeps the events
+    broadcast meanwhile in this subscriber's queue, and drops (and counts)
+    those past ``max_pending`` events unacknowledged. An actor that never
+    acknowledges gets one message::
 
         class Watcher(ActorTypeDispatcher):
             def receiveMsg_str(self, message, sender):
                 if message == "start":
-                    pubsub.subscribe_actor(self, "requests", max_pending=100)
+                    pubsub.subscribe_actor(self, "requests", max_pending=1000, batch=500)
 
-            def receiveMsg_RequestSent(self, message, sender):
-                handle(message.event)
-                self.send(sender, PubSubAck(1, message.topic))   # sender is the PubSub actor
+            def receiveMsg_PubSubEvents(self, message, sender):
+                for event in message.events:
+                    handle(event)
+                self.send(sender, PubSubAck(len(message.events), message.topic))
 
-    A slow actor only falls behind itself: it never delays the other
-    subscribers nor the PubSub actor. An actor that exits or dies is removed
-    on the next event sent to it.
+    One event per message gets one event per round trip between the actors (a
+    few hundred a second); batches get everything broadcast meanwhile in each
+    round trip. A slow actor only falls behind itself: it never delays the
+    other subscribers nor the PubSub actor. An actor that exits or dies is
+    removed on the next message sent to it.
+
+    Raises:
+        InvalidInput: ``max_pending`` or ``batch`` is below 1.
+        InvalidTopic: ``topic`` is malformed.
     """
-    address = actor.createActor(PubSub, globalName=PUBSUB_NAME)
-    actor.send(address, PubSubSubscribe(validate_topic(topic), actor.myAddress, int(max_pending)))
+    if int(max_pending) < 1 or int(batch) < 1:
+        raise InvalidInput(f"max_pending and batch must be at least 1, not {max_pending} and {batch}")
+    subscribe = PubSubSubscribe(validate_topic(topic), actor.myAddress, int(max_pending), None, int(batch))
+    actor.send(actor.createActor(PubSub, globalName=PUBSUB_NAME), subscribe)
 
 
 def unsubscribe_actor(actor: Any, topic: str = "requests") -> None:

@@ -17,7 +17,8 @@ metrics) and logged at most once a minute per process with the peer's address.
 
 Even a signed frame goes through a restricted unpickler: only the classes of
 :data:`ALLOWED_MODULES` (Thespian's and datalogger's messages and addresses,
-plain data) and of ``security.allowed_modules`` can be built.
+plain data) and of ``security.allowed_modules`` can be built; the allow list
+and that unpickler live in ``datalogger._allowlist``.
 
 The hook must be in place before an actor system is created. Thespian forks
 its admin and actor processes from the process that starts the node, and they
@@ -49,6 +50,8 @@ from thespian.actors import ActorSystem
 from thespian.system import multiprocTCPBase
 from thespian.system.transport import ExternalInterfaceTransportInit, SendStatus
 
+from . import _allowlist
+from ._allowlist import ALLOWED_MODULES
 from ._rejections import Rejections
 from .exceptions import SecurityError
 from .keyfiles import SECRET_ENV, Keyring, client_keyring, node_keyring
@@ -78,56 +81,6 @@ HEADER = len(MAGIC) + 4 + 32
 """Bytes before the pickle: magic, key id, MAC."""
 ALERT_INTERVAL = 60.0
 """Seconds between two log lines about dropped frames in one process."""
-
-#: Modules whose classes a frame may build (the module or its submodules).
-ALLOWED_MODULES = (
-    "thespian.actors",
-    "thespian.system.messages",
-    "thespian.system.logdirector",
-    "thespian.system.transport.IPBase",
-    "datalogger.messages",
-    "datalogger.config",
-    "datalogger.placement",
-    "datalogger.exceptions",
-    "datalogger.analytics",
-    "tenacity",
-    "datetime",
-    "decimal",
-    "fractions",
-    "uuid",
-    "ipaddress",
-    "pathlib",
-    "collections",
-    "zoneinfo",
-    "dateutil.tz",
-)
-#: Types of ``builtins`` a frame may build; exception classes are allowed too.
-_BUILTINS = frozenset(
-    "set frozenset bytearray complex slice range list dict tuple str bytes int float bool".split()
-)
-#: Single names allowed beside those modules: types, and callables that only rebuild a value.
-_SINGLE_NAMES = frozenset(
-    {
-        ("thespian.system.transport", "ForwardMessage"),
-        ("thespian.system.transport.TCPTransport", "RoutedTCPv4ActorAddress"),
-        ("thespian.system.transport.TCPTransport", "TXOnlyAdminTCPv4ActorAddress"),
-        ("logging", "LogRecord"),
-        ("socket", "AddressFamily"),
-        ("socket", "SocketKind"),
-        ("zoneinfo", "ZoneInfo._unpickle"),
-        ("pytz", "_p"),
-    }
-)
-#: What ``getattr`` may fetch while unpickling (a pickled classmethod is ``getattr(cls, name)``).
-_GETATTR = frozenset({("zoneinfo", "ZoneInfo", "_unpickle")})
-
-
-def _restricted_getattr(obj: Any, name: str) -> Any:
-    """``builtins.getattr`` as a frame may use it: only the pairs of :data:`_GETATTR`."""
-    if (getattr(obj, "__module__", None), getattr(obj, "__qualname__", None), name) not in _GETATTR:
-        _reject("forbidden class", f"getattr({getattr(obj, '__qualname__', type(obj).__name__)}, {name!r})")
-    return getattr(obj, name)
-
 
 class RejectedFrame(Exception):
     """A received frame failed a check and was dropped unread."""
@@ -161,35 +114,9 @@ def _key_id(secret: bytes) -> bytes:
 # --------------------------------------------------------------------------- frames
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        found = _allowed.get((module, name))
-        if found is not None:
-            return found
-        if (module, name) == ("builtins", "getattr"):
-            return _restricted_getattr
-        if not _may_load(module, name):  # checked before the module is imported
-            _reject("forbidden class", f"{module}.{name}")
-        found = super().find_class(module, name)
-        if not isinstance(found, type) and (module, name) not in _SINGLE_NAMES:
-            _reject("forbidden class", f"{module}.{name} is not a class")
-        _allowed[(module, name)] = found
-        return found
-
-
-_allowed: dict[tuple[str, str], Any] = {}
-
-
-def _may_load(module: str, name: str) -> bool:
-    if (module, name) in _SINGLE_NAMES:
-        return True
-    if any(part.startswith("__") for part in name.split(".")):
-        return False
-    if module == "builtins":
-        found = getattr(sys.modules["builtins"], name, None)
-        return name in _BUILTINS or (isinstance(found, type) and issubclass(found, BaseException))
-    extra = _state.ring.allowed_modules if _state.ring is not None else ()
-    return any(module == m or module.startswith(m + ".") for m in (*ALLOWED_MODULES, *extra))
+def _extra_modules() -> tuple[str, ...]:
+    """The modules ``security.allowed_modules`` adds to the allow list."""
+    return tuple(_state.ring.allowed_modules) if _state.ring is not None else ()
 
 
 class _Serializer:
@@ -211,7 +138,7 @@ class _Serializer:
             payload = _open(frame)
         except _Refusal as refusal:
             payload = _reject(*refusal.args)
-        return _RestrictedUnpickler(io.BytesIO(payload)).load()
+        return _allowlist.RestrictedUnpickler(io.BytesIO(payload), _extra_modules(), _reject).load()
 
 
 class _Refusal(Exception):
@@ -327,7 +254,7 @@ def probe(host: str, port: int, timeout: float = 5.0, source: str | None = None)
         return
     ours = _state.ring.source if _state.ring is not None else "no secret"
     try:
-        reply = _RestrictedUnpickler(io.BytesIO(_open(answer))).load()
+        reply = _allowlist.RestrictedUnpickler(io.BytesIO(_open(answer)), _extra_modules(), _reject).load()
     except _Refusal as refusal:
         reason = refusal.args[0]
         why = {

@@ -59,7 +59,7 @@ from .names import file_name, write_topic_file
 from .records import Damage, FsyncPolicy, RecordFile, check_fsync_policy, read_frames
 from .validation import validate_topic
 
-__all__ = ["DEFAULT_SEGMENT_BYTES", "WriteAheadLog", "storage_error", "topic_directory"]
+__all__ = ["DEFAULT_SEGMENT_BYTES", "WalReader", "WriteAheadLog", "storage_error", "topic_directory"]
 
 log = logging.getLogger("datalogger.wal")
 
@@ -259,6 +259,36 @@ class WriteAheadLog:
             except FileNotFoundError:
                 continue  # removed by remove_through before we opened it
 
+    def chunks_at(
+        self, after_seq: int, position: tuple[int, int] | None = None
+    ) -> Iterator[tuple[int, int, Rows, tuple[int, int]]]:
+        """As :meth:`chunks_from`, each chunk with the position just past its record.
+
+        ``position`` (a ``(segment, offset)`` yielded earlier, with every chunk
+        before it numbered ``<= after_seq``) lets reading resume there instead of
+        parsing the segment from its start. A position whose segment is gone is
+        ignored.
+        """
+        segments = list(self._segments)
+        start_segment, start_offset = position if position is not None else (0, 0)
+        if start_segment not in segments:
+            start_segment, start_offset = 0, 0
+        for index, first in enumerate(segments):
+            if first < start_segment:
+                continue
+            following = segments[index + 1] if index + 1 < len(segments) else None
+            if following is not None and following - 1 <= after_seq:
+                continue  # every record in it is < following <= after_seq + 1
+            offset = start_offset if first == start_segment else 0
+            try:
+                frames = read_frames(self._path(first), offset, on_damage=self._damaged)
+                for _offset, end, record in frames:
+                    seq = int(record["seq"])
+                    if seq > after_seq:
+                        yield seq, _logged_ns(record), record["rows"], (first, end)
+            except FileNotFoundError:
+                continue  # removed by remove_through before we opened it
+
     def remove_through(self, seq: int) -> int:
         """Delete the segments whose chunks all have sequence numbers <= ``seq``.
 
@@ -422,3 +452,45 @@ class WriteAheadLog:
             elif entry.name.endswith(_SUFFIX):
                 log.warning("%s: ignoring a file not named like a WAL segment", entry)
         return sorted(firsts)
+
+
+class WalReader:
+    """Reads chunks of one log back, in order, resuming where the last read stopped.
+
+    A lane over its memory bound keeps only the sequence numbers of its chunks;
+    this reads their rows back from the log when there is room again. Each reader
+    keeps its own position, so reading forward never parses a segment twice.
+    """
+
+    def __init__(self, wal: WriteAheadLog) -> None:
+        self._wal = wal
+        self._position: tuple[int, int] | None = None
+        self._position_seq = 0
+        """Every chunk before ``_position`` is numbered ``<= _position_seq``."""
+
+    def read(self, seqs: list[int]) -> list[tuple[int, int, Rows]]:
+        """``(seq, logged_ns, rows)`` of the chunks numbered ``seqs`` (ascending), in order.
+
+        A chunk the log no longer holds (a damaged record, already counted and
+        logged by the log) is missing from the answer.
+
+        Raises:
+            StorageError: a segment cannot be read.
+        """
+        if not seqs:
+            return []
+        wanted = set(seqs)
+        after = seqs[0] - 1
+        position = self._position if self._position_seq <= after else None
+        found: list[tuple[int, int, Rows]] = []
+        try:
+            for seq, logged_ns, rows, end in self._wal.chunks_at(after, position):
+                if seq > seqs[-1]:
+                    break
+                self._position, self._position_seq = end, seq
+                if seq in wanted:
+                    found.append((seq, logged_ns, rows))
+        except OSError as exc:
+            what = f"write-ahead log of topic {self._wal.topic!r}: read"
+            raise storage_error(what, self._wal.path, exc) from exc
+        return found

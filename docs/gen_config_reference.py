@@ -77,7 +77,7 @@ EXAMPLES: dict[str, str] = {
     "destination.max_in_flight": "max_in_flight = 8",
     "destination.retry": "retry = { max_attempts = 10 }",
     "destination.buffer": "buffer = { max_size = 5000, interval = 2.0 }",
-    "destination.max_buffered_rows": "max_buffered_rows = 200000",
+    "destination.max_buffered_rows": "max_buffered_rows = 20000",
     "destination.overflow": 'overflow = "block"',
     "destination.block_timeout": "block_timeout = 2.0",
     "retry.max_attempts": "max_attempts = 10",

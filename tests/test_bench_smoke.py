@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import main
-from tests.services import postgres_dsn_or_skip, unavailable, victoriametrics_or_skip
+from tests.services import (
+    influxdb_or_skip,
+    postgres_dsn_or_skip,
+    unavailable,
+    victoriametrics_or_skip,
+)
 
 
 def _result(path: Path) -> dict[str, object]:
@@ -27,7 +32,7 @@ def test_latency_and_postgres_cases_run_through_the_harness(tmp_path: Path) -> N
     """``python -m bench <case> --smoke`` measures ours and the baseline and verifies the rows."""
     for case, variants in (
         ("latency", {"ours", "ask", "ours_unsigned", "ask_unsigned"}),
-        ("postgres", {"ours", "ours_unsigned", "copy"}),
+        ("postgres", {"ours", "ours_unsigned", "copy", "bulk_copy", "send_data"}),
     ):
         if case == "postgres":
             postgres_dsn_or_skip()  # after the latency case, which needs no server
@@ -43,6 +48,26 @@ def test_latency_and_postgres_cases_run_through_the_harness(tmp_path: Path) -> N
         targets = data["targets"]
         assert isinstance(targets, list) and targets
         assert all(t["value"] > 0 for t in targets)
+
+
+@pytest.mark.timeout(180)
+def test_influxdb_case_measures_the_baselines_and_the_sequence_after_postgres(tmp_path: Path) -> None:
+    """``influxdb --smoke``: ours, the per-chunk and 5,000-line POSTs, send_data in-process, and
+    issue 19's sequence (PostgreSQL then InfluxDB through new nodes); every row counted."""
+    postgres_dsn_or_skip()
+    influxdb_or_skip()
+    out = tmp_path / "influxdb.json"
+    assert main(["influxdb", "--smoke", "--json", str(out)]) == 0
+    data = _result(out)
+    medians = data["medians"]
+    assert isinstance(medians, dict) and set(medians) == {
+        "ours", "http", "http_5000", "send_data", "seq_after_postgres", "seq_alone"
+    }
+    verified = data["verified"]
+    assert isinstance(verified, dict) and len(verified) == 4 + 2 + 1  # one round each
+    names = [t["name"] for t in data["targets"]]  # type: ignore[union-attr]
+    assert sum(name.startswith("issue 19:") for name in names) == 3
+    assert medians["seq_after_postgres"]["pg_spilled"] == 0  # 200 rows: far under the bound
 
 
 @pytest.mark.timeout(120)
@@ -119,3 +144,17 @@ def test_logging_and_middleware_cases_run_through_the_harness(tmp_path: Path) ->
     assert {t["name"] for t in data["targets"]} == {  # type: ignore[union-attr]
         "uvicorn added p99 ms", "gunicorn added p99 ms"
     }
+
+
+@pytest.mark.timeout(180)
+def test_pubsub_case_measures_every_subscriber_kind(tmp_path: Path) -> None:
+    """``pubsub``: the per-event baseline, batches (alone and beside a slow one), a Subscription."""
+    out = tmp_path / "pubsub.json"
+    assert main(["pubsub", "--smoke", "--json", str(out)]) == 0
+    data = _result(out)
+    medians = data["medians"]
+    assert isinstance(medians, dict)
+    assert set(medians) == {"per_event", "batched", "batched_beside_slow", "subscription"}
+    assert all(m["events_per_s"] > 0 for m in medians.values())
+    ratios = data["ratios"]
+    assert isinstance(ratios, dict) and "batched/per_event events/s" in ratios

@@ -198,7 +198,7 @@ def test_outage_memory_is_bounded_and_spilled_rows_all_arrive(tmp_path, start_no
     peak = max(peak, node_rss(dl))
     stats = dl.stats()["topics"]["green"]["d"]
     assert stats["spilled"] >= 180_000
-    assert stats["spill_bytes"] > 10_000_000
+    assert stats["wal_only_rows"] >= 180_000  # held only in the write-ahead log, not in memory
     assert peak < 400 * 1024 * 1024, f"node RSS peaked at {peak / 2**20:.0f} MB"
     (out / "down").unlink()
     dl.flush(timeout=120)

@@ -361,6 +361,7 @@ def test_cluster_scope_reaches_subscribers_on_both_nodes_and_stores_once(tmp_pat
         list(body)
         getattr(body, "close", lambda: None)()
     handles[0].flush(timeout=30)
+    orders = []
     for sub in subscriptions:
         received = []
         deadline = time.time() + 20
@@ -370,7 +371,9 @@ def test_cluster_scope_reaches_subscribers_on_both_nodes_and_stores_once(tmp_pat
                 received.append(event)
         assert len(received) == 100
         assert len({e.request_id for e in received}) == 100
+        orders.append([e.request_id for e in received])
         sub.unsubscribe()
+    assert orders[0] == orders[1], "the other node's subscriber got the events in another order"
     with sqlite3.connect(db) as conn:
         total, distinct = conn.execute("SELECT count(*), count(DISTINCT request_id) FROM requests").fetchone()
     assert (total, distinct) == (100, 100), "a request was stored once per node"

@@ -5,55 +5,95 @@ from __future__ import annotations
 from typing import Any
 
 from datalogger.config import DestinationSpec
+from datalogger.exceptions import StorageError
 from datalogger.lane import Lane
 
 
-class MemorySpill:
+class FakeLog:
+    """The write-ahead log as a lane sees it: every chunk offered, readable by number."""
+
     def __init__(self) -> None:
-        self.chunks: list[tuple[int, list[Any]]] = []
-        self.bytes_on_disk = 0
+        self.chunks: dict[int, list[Any]] = {}
+        self.reads: list[list[int]] = []
+        self.fail: OSError | None = None
 
-    def push(self, seq: int, rows: list[Any]) -> None:
-        self.chunks.append((seq, rows))
-
-    def pop(self, max_rows: int) -> list[tuple[int, list[Any]]]:
-        out, total = [], 0
-        while self.chunks and (not out or total + len(self.chunks[0][1]) <= max_rows):
-            seq, rows = self.chunks.pop(0)
-            out.append((seq, rows))
-            total += len(rows)
-        return out
-
-    def __len__(self) -> int:
-        return len(self.chunks)
-
-    @property
-    def rows(self) -> int:
-        return sum(len(r) for _, r in self.chunks)
-
-    def close(self) -> None:
-        pass
+    def read_back(self, seqs: list[int]) -> list[tuple[int, list[Any]]]:
+        if self.fail is not None:
+            raise StorageError(str(self.fail))
+        self.reads.append(seqs)
+        return [(seq, self.chunks[seq]) for seq in seqs if seq in self.chunks]
 
 
-def lane(**options: Any) -> Lane:
-    return Lane(DestinationSpec(name="d", type="x:Y", options={}, **options), MemorySpill)
+def lane(log: FakeLog | None = None, **options: Any) -> Lane:
+    return Lane(DestinationSpec(name="d", type="x:Y", options={}, **options), (log or FakeLog()).read_back)
+
+
+def offer(ln: Lane, log: FakeLog, seq: int, chunk: list[Any]) -> list[tuple[int, list[Any]]]:
+    log.chunks[seq] = chunk  # in the log first, as the supervisor does
+    return ln.offer(seq, chunk)
 
 
 def rows(n: int) -> list[dict[str, int]]:
     return [{"i": i} for i in range(n)]
 
 
-def test_spill_beyond_the_bound_and_refill_in_order():
-    ln = lane(max_buffered_rows=10)
-    assert ln.offer(1, rows(6)) == [(1, rows(6))]
-    assert ln.offer(2, rows(6)) == [(2, rows(6))]  # room was left: in memory (one chunk may overshoot)
-    assert ln.offer(3, rows(5)) == []  # over the bound: on disk
-    assert ln.offer(4, rows(1)) == []  # behind what is on disk, to keep order
-    assert ln.counters.values["spilled"] == 6 + 5 + 1  # chunk 2 went through the spill file
+def test_over_the_bound_only_numbers_are_kept_and_rows_are_read_back_in_order():
+    log = FakeLog()
+    ln = lane(log, max_buffered_rows=10)
+    assert offer(ln, log, 1, rows(6)) == [(1, rows(6))]
+    assert offer(ln, log, 2, rows(6)) == [(2, rows(6))]  # room was left: in memory (one chunk may overshoot)
+    assert offer(ln, log, 3, rows(5)) == []  # over the bound: left in the log
+    assert offer(ln, log, 4, rows(1)) == []  # behind what is in the log only, to keep order
+    assert 3 not in ln.inflight and 4 not in ln.inflight  # no copy of their rows in memory
+    assert ln.counters.values["spilled"] == 5 + 1
     assert ln.buffered_rows() == 18
+    assert ln.snapshot()["wal_only_rows"] == 6
+    assert log.reads == []  # nothing read back while there is no room
     assert [seq for seq, _ in ln.settle((1,))] == [3]
-    assert [seq for seq, _ in ln.settle((2,))] == [4]
+    assert ln.settle((2,)) == [(4, rows(1))]
+    assert log.reads == [[3], [4]]
     assert ln.watermark() == 2
+    assert ln.snapshot()["wal_only_rows"] == 0
+    ln.settle((3, 4))
+    assert ln.watermark() == 4 and ln.buffered_rows() == 0
+
+
+def test_read_back_takes_as_many_chunks_as_fit_in_one_read():
+    log = FakeLog()
+    ln = lane(log, max_buffered_rows=10)
+    offer(ln, log, 1, rows(10))
+    for seq in range(2, 7):
+        assert offer(ln, log, seq, rows(3)) == []
+    assert [seq for seq, _ in ln.settle((1,))] == [2, 3, 4, 5]  # 9 rows, then one overshoots
+    assert log.reads == [[2, 3, 4, 5]]
+
+
+def test_a_chunk_the_log_lost_is_counted_and_does_not_hold_the_rest_back():
+    log = FakeLog()
+    ln = lane(log, max_buffered_rows=5)
+    offer(ln, log, 1, rows(5))
+    offer(ln, log, 2, rows(2))
+    offer(ln, log, 3, rows(2))
+    del log.chunks[2]  # a damaged record, skipped by the log
+    assert ln.settle((1,)) == [(3, rows(2))]
+    assert ln.counters.values["dropped"] == 2
+    assert "could not be read back" in (ln.counters.last_error or "")
+    ln.settle((3,))
+    assert ln.watermark() == 3
+
+
+def test_a_log_that_cannot_be_read_keeps_the_chunks_and_is_tried_again():
+    log = FakeLog()
+    ln = lane(log, max_buffered_rows=5)
+    offer(ln, log, 1, rows(5))
+    offer(ln, log, 2, rows(2))
+    log.fail = OSError(5, "Input/output error")
+    assert ln.settle((1,)) == []
+    assert ln.read_error and "Input/output error" in (ln.counters.last_error or "")
+    assert ln.buffered_rows() == 2 and ln.watermark() == 1
+    log.fail = None
+    assert ln.refill() == [(2, rows(2))]
+    assert not ln.read_error
 
 
 def test_drop_oldest_keeps_the_newest():
@@ -142,16 +182,3 @@ def test_linger_does_not_hold_back_half_the_memory_bound() -> None:
     assert ln.linger_left(now=100.0, merge_rows=100) > 0.19
     ln.queue_handoff([ln.offer(2, rows(1))[0]])  # 20 rows: half of max_buffered_rows
     assert ln.linger_left(now=100.0, merge_rows=100) == 0.0
-
-
-def test_a_spill_the_disk_refuses_keeps_the_chunk_in_memory() -> None:
-    def refusing() -> Any:
-        raise OSError(28, "No space left on device")
-
-    ln = Lane(DestinationSpec(name="d", type="x:Y", options={}, max_buffered_rows=10), refusing)
-    assert ln.offer(1, rows(10)) == [(1, rows(10))]
-    assert ln.offer(2, rows(5)) == []  # over the bound, no disk: waits in memory, not lost
-    assert "No space left on device" in (ln.counters.last_error or "")
-    assert ln.counters.failing_since is None  # the destination itself is fine
-    assert ln.buffered_rows() == 15
-    assert ln.settle((1,)) == [(2, rows(5))]

@@ -20,7 +20,7 @@ import pytest
 import thespian.system.transport.TCPTransport as tcp
 
 import datalogger
-from datalogger import keyfiles, security
+from datalogger import _allowlist, keyfiles, security
 from datalogger._rejections import Rejections
 from datalogger.config import load_config
 from datalogger.exceptions import ConfigError, SecurityError
@@ -37,7 +37,7 @@ def state(monkeypatch: pytest.MonkeyPatch) -> Any:
     """A private frame-signing state for the test (the process's own is put back after)."""
     fresh = security._State()
     monkeypatch.setattr(security, "_state", fresh)
-    monkeypatch.setattr(security, "_allowed", {})
+    monkeypatch.setattr(_allowlist, "cache", {})
     security.use(Keyring(secret=SECRET, source="test"))
     return fresh
 
@@ -142,7 +142,7 @@ def test_allowed_modules_let_your_own_classes_through(state: Any) -> None:
     ],
 )
 def test_the_allow_list(state: Any, module: str, name: str, allowed: bool) -> None:
-    assert security._may_load(module, name) is allowed
+    assert _allowlist.may_load(module, name) is allowed
 
 
 def test_plain_data_survives(state: Any) -> None:

@@ -29,7 +29,7 @@ SUMMED = (
     "dropped",
     "restarts",
     "buffered",
-    "spill_bytes",
+    "wal_only_rows",
     "wal_bytes",
 )
 """The per-destination counters a summary sums over topics."""

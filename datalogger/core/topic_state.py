@@ -47,9 +47,8 @@ from ..messages import (
 )
 from ..names import file_name
 from ..placement import Member, owner_for
-from ..spill import SpillQueue
 from ..stamps import UNIT_NS, LogClock, stamp_rows
-from ..wal import WriteAheadLog
+from ..wal import WalReader, WriteAheadLog
 
 __all__ = [
     "MERGE_ROWS",
@@ -186,11 +185,17 @@ class TopicState:
         units = [UNIT_NS[spec.log_time[1]] for spec in specs if spec.log_time is not None]
         self.log_clock = LogClock(max(units)) if units else None
         """Log times for chunks, when a destination wants rows stamped (``log_time``)."""
+        self.readers: dict[str, WalReader] = {}
+        """Per lane: reads back from the log the chunks the lane holds only there."""
+        self.read_back_later: set[str] = set()
         for spec in specs:
-            directory = os.path.join(config.data_dir, "spill", file_name(spec.name), file_name(topic))
-            # The log holds every unsettled chunk: spill files of an earlier run are redundant.
-            shutil.rmtree(directory, ignore_errors=True)
-            self.lanes[spec.name] = Lane(spec, functools.partial(SpillQueue, directory))
+            # Spill files left by earlier builds (before lanes read back from the log): the log
+            # holds every unsettled chunk, so they are redundant.
+            shutil.rmtree(
+                os.path.join(config.data_dir, "spill", file_name(spec.name), file_name(topic)),
+                ignore_errors=True,
+            )
+            self.lanes[spec.name] = Lane(spec, functools.partial(self._read_back, spec.name))
             self.owners[spec.name] = self._owner(spec.name)
         if members is not None:
             self._report_placement()
@@ -254,6 +259,15 @@ class TopicState:
         if self.log_clock is not None and self.wal.last_logged is not None:
             self.log_clock.restore(*self.wal.last_logged)
         return True
+
+    def _read_back(self, name: str, seqs: list[int]) -> list[tuple[int, list[Any]]]:
+        """A lane over its bound wants chunks back from the log: read, stamped as it gets them."""
+        if self.wal is None:
+            raise StorageError(self.wal_error or "the write-ahead log is not open")
+        reader = self.readers.get(name)
+        if reader is None:
+            reader = self.readers[name] = WalReader(self.wal)
+        return [(seq, self._lane_rows(name, rows, ns)) for seq, ns, rows in reader.read(seqs)]
 
     def _lane_rows(self, name: str, rows: list[Any], logged_ns: int) -> list[Any]:
         """The rows as the destination ``name`` gets them: stamped with the log time if it asks."""
@@ -344,6 +358,13 @@ class TopicState:
     def _hand_over(self, name: str, chunks: list[Chunk]) -> None:
         self.lanes[name].queue_handoff(chunks)
         self.push(name)
+        self._retry_read_back(name)
+
+    def _retry_read_back(self, name: str) -> None:
+        """A lane could not read its chunks back from the log: try again in a second."""
+        if self.lanes[name].read_error and name not in self.read_back_later:
+            self.read_back_later.add(name)
+            self.host.schedule(1.0, self._timer("read-back", name))
 
     def push(self, name: str, now: bool = False) -> None:
         """Send the worker what waits for it, merged, keeping at most a window of groups out.
@@ -549,6 +570,10 @@ class TopicState:
         elif kind == "status":
             self.status_timer = False
             self.report_status()
+        elif kind == "read-back":
+            self.read_back_later.discard(value)
+            if value in self.lanes:
+                self._hand_over(value, self.lanes[value].refill())
         elif kind == "recovery" and self.recovering and self.wal is not None and value == self.recovery_token:
             log.warning("topic %s: no answer from ProcessStatus; replaying the whole log", self.topic)
             self.recover({})
@@ -681,8 +706,6 @@ class TopicState:
         self.report_status()
         counters = self.stats()
         self.exiting = True
-        for lane in self.lanes.values():
-            lane.close()
         if self.wal is not None:
             self.wal.close()
             self.wal = None
@@ -696,8 +719,6 @@ class TopicState:
             self.host.send(reply_to, reply)
         self.unsynced_replies = []
         rows = sum(lane.buffered_rows() for lane in self.lanes.values())
-        for lane in self.lanes.values():
-            lane.close()
         for entry in self.blocked:
             self.reject(entry.message, "NotRunning", "the node is shutting down")
         self.blocked.clear()
@@ -706,8 +727,6 @@ class TopicState:
     def close(self) -> None:
         """Close files (the actor is stopping)."""
         self.exiting = True
-        for lane in self.lanes.values():
-            lane.close()
         if self.wal is not None:
             self.wal.close()
 

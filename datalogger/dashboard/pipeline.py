@@ -28,7 +28,7 @@ from ..lane import COUNTER_NAMES
 __all__ = ["CLIENT_KEYS", "LANE_NUMBERS", "OPTIONAL_LANE_KEYS", "pipeline_view", "render_narrow"]
 
 #: Numbers of a lane, in the order they are shown; all from ``stats()``.
-LANE_NUMBERS = (*COUNTER_NAMES, "buffered", "spill_bytes", "wal_bytes", "logged_seq", "settled_seq")
+LANE_NUMBERS = (*COUNTER_NAMES, "buffered", "wal_only_rows", "wal_bytes", "logged_seq", "settled_seq")
 #: Per-lane values some nodes report and others not (newer counters): shown when present.
 OPTIONAL_LANE_KEYS = ("wal_corrupt_records",)
 #: Keys of ``stats()["client"]`` (rows queued in this process by ``log_nowait``), shown when present.
@@ -164,7 +164,7 @@ def render_narrow(view: Mapping[str, Any], width: int = 80) -> str:
         if lane.get("lag") is not None:
             pairs.append(f"lag {lane['lag']}")
         pairs.append(f"wal {_size(lane['wal_bytes'])}")
-        pairs.append(f"spill {_size(lane['spill_bytes'])}")
+        pairs.append(f"wal only {lane['wal_only_rows']} rows")
         for key in OPTIONAL_LANE_KEYS:
             if key in lane:
                 pairs.append(f"{key.replace('_', ' ')} {lane[key]}")

@@ -28,7 +28,7 @@ def lane(**values: Any) -> dict[str, Any]:
         "dropped": 0,
         "restarts": 0,
         "buffered": 0,
-        "spill_bytes": 0,
+        "wal_only_rows": 0,
         "wal_bytes": 2048,
         "logged_seq": 7,
         "settled_seq": 7,

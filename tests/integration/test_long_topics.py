@@ -53,7 +53,7 @@ def test_topics_of_1_to_255_characters_reach_every_built_in_destination(
                     "http_port": http_port,
                 },
                 "console": {"type": "console", "stream": "stderr"},
-                # a tiny memory bound: chunks spill to disk, in directories named after the topic
+                # a tiny memory bound: chunks are read back from the log (directories named after the topic)
                 "memory": {"type": "memory", "directory": str(out / "memory"), "max_buffered_rows": 1},
             },
         }

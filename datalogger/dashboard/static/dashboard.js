@@ -152,7 +152,7 @@
       cell(tr, lane.lag, "num");
       cell(tr, lane.buffered, "num");
       cell(tr, bytes(lane.wal_bytes), "num");
-      cell(tr, bytes(lane.spill_bytes), "num");
+      cell(tr, lane.wal_only_rows, "num");
       const errorText = lane.last_error || (lane.problems.length ? lane.problems[0] : "");
       const err = cell(tr, errorText, "error");
       err.title = lane.problems.concat(lane.last_error ? [lane.last_error] : []).join("\n");

@@ -1,16 +1,18 @@
-"""A bounded-memory FIFO of chunks on disk, for one (topic, destination).
+"""A bounded-memory FIFO of chunks on disk: the queue of the client spool.
 
-When a destination falls behind, the chunks that do not fit in memory are
-pushed here and popped back, in order, once it catches up.
+A client with a ``spool_dir`` (:mod:`datalogger.client_spool`) pushes here
+the chunks it cannot hand to a node, and pops them back, in order, once a
+node takes them. (Inside a node there is no such queue: a lane over its
+memory bound reads its chunks back from the topic's write-ahead log.)
 
 Layout in the queue's directory: segments ``<index:020d>.spill`` of records
 ``{"seq": int, "rows": list[dict]}`` framed as in :mod:`datalogger.records`,
 and a ``cursor`` file (msgpack ``{"segment": int, "offset": int}``) giving
 the read position. The cursor is replaced atomically (tmp file +
-``os.replace``) by every :meth:`SpillQueue.pop`; segments read to the end are
+``os.replace``) by every :meth:`SpoolQueue.pop`; segments read to the end are
 deleted afterwards.
 
-Crash semantics: a pop is committed when :meth:`SpillQueue.pop` returns.
+Crash semantics: a pop is committed when :meth:`SpoolQueue.pop` returns.
 Reopening the directory after a crash yields exactly the chunks not yet
 popped; a chunk whose pop was interrupted comes out again (at least once).
 A push is on disk as soon as it returns (a process crash loses nothing); the
@@ -31,19 +33,19 @@ from .exceptions import ConfigError
 from .records import FsyncPolicy, RecordFile, atomic_write_bytes, check_fsync_policy, read_frames
 from .validation import pack, unpack
 
-__all__ = ["DEFAULT_SPILL_SEGMENT_BYTES", "SpillQueue"]
+__all__ = ["DEFAULT_SPOOL_SEGMENT_BYTES", "SpoolQueue"]
 
-log = logging.getLogger("datalogger.spill")
+log = logging.getLogger("datalogger.spool_queue")
 
-#: Default size at which a new spill segment is started.
-DEFAULT_SPILL_SEGMENT_BYTES = 8 * 1024 * 1024
-_SUFFIX = ".spill"
+#: Default size at which a new segment is started.
+DEFAULT_SPOOL_SEGMENT_BYTES = 8 * 1024 * 1024
+_SUFFIX = ".spill"  # the name of earlier builds, kept so that spools written then are read
 _CURSOR = "cursor"
 
 Rows = list[dict[str, Any]]
 
 
-class SpillQueue:
+class SpoolQueue:
     """A FIFO of ``(seq, rows)`` chunks kept on disk (see the module docstring).
 
     Opening repairs a torn tail of the last segment and resumes at the saved
@@ -63,7 +65,7 @@ class SpillQueue:
     def __init__(
         self,
         directory: str | os.PathLike[str],
-        segment_bytes: int = DEFAULT_SPILL_SEGMENT_BYTES,
+        segment_bytes: int = DEFAULT_SPOOL_SEGMENT_BYTES,
         fsync: FsyncPolicy = "interval",
         fsync_interval: float = 0.2,
     ) -> None:
@@ -154,7 +156,7 @@ class SpillQueue:
     def _select(self, max_rows: int) -> tuple[list[tuple[int, Rows]], int, list[int], tuple[int, int]]:
         """(chunks, rows, segments fully read, read position after them) from the front."""
         if self._closed:
-            raise ValueError(f"spill queue {os.fspath(self._dir)!r} is closed")
+            raise ValueError(f"spool queue {os.fspath(self._dir)!r} is closed")
         taken: list[tuple[int, Rows]] = []
         rows = 0
         consumed: list[int] = []
@@ -183,7 +185,7 @@ class SpillQueue:
             self._writer.close()
             self._writer = None
 
-    def __enter__(self) -> SpillQueue:
+    def __enter__(self) -> SpoolQueue:
         return self
 
     def __exit__(
@@ -195,7 +197,7 @@ class SpillQueue:
         self.close()
 
     def __repr__(self) -> str:
-        return f"SpillQueue({os.fspath(self._dir)!r}, chunks={self._chunks}, rows={self._rows})"
+        return f"SpoolQueue({os.fspath(self._dir)!r}, chunks={self._chunks}, rows={self._rows})"
 
     def _frames(self) -> Generator[tuple[int, int, int, Rows], None, None]:
         """Yield ``(segment, end, seq, rows)`` from the read position to the end."""
@@ -216,7 +218,7 @@ class SpillQueue:
 
     def _writable(self) -> RecordFile:
         if self._closed:
-            raise ValueError(f"spill queue {os.fspath(self._dir)!r} is closed")
+            raise ValueError(f"spool queue {os.fspath(self._dir)!r} is closed")
         writer = self._writer
         if writer is None or writer.size >= self._segment_bytes:
             if writer is not None:
