@@ -462,13 +462,13 @@ class TopicSupervisor(ActorTypeDispatcher):
 
     def receiveMsg_TopicFlushRequest(self, message: TopicFlushRequest, sender: Any) -> None:
         """Answer once every chunk numbered so far in every topic is settled."""
-        if message.urgent:
-            for address in self.workers.values():
-                self.send(address, WorkerFlush())
         key = next(self.tokens)
         self.flushes[key] = (message.token, sender, set(self.states), {})
         for state in list(self.states.values()):
-            state.flush(key)
+            state.flush(key)  # hands over what lingers, before the workers empty their buffers
+        if message.urgent:
+            for address in self.workers.values():
+                self.send(address, WorkerFlush())
         self._flush_done(key)
 
     def topic_flushed(self, topic: str, key: int, error: str | None) -> None:
