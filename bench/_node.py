@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psutil
+from thespian.actors import InvalidActorAddress
 
 import datalogger
 from datalogger.influx_client import InfluxHTTP, series_rows
@@ -78,9 +79,7 @@ def node(
         config: dict[str, Any] = {"data_dir": state, "destinations": dict(destinations), **settings}
         if wal is not None:
             config["wal"] = dict(wal)
-        dl = datalogger.start(
-            config, base="multiprocTCPBase", admin_port=free_port(), make_default=False
-        )
+        dl = _start_on_a_free_port(config)
         if sampler is not None and dl.admin_port is not None:
             sampler.watch(dl.admin_port)
         group = node_group(dl.admin_port)
@@ -89,6 +88,22 @@ def node(
         finally:
             dl.shutdown()
             wait_group_gone(group)
+
+
+def _start_on_a_free_port(config: dict[str, Any], tries: int = 3) -> datalogger.DataLogger:
+    """``datalogger.start`` on a free admin port; another free port if one was taken meanwhile.
+
+    ``free_port()`` only finds a port that was free a moment ago: on a busy machine
+    another program may bind it before the node's admin does.
+    """
+    for attempt in range(1, tries + 1):
+        try:
+            port = free_port()
+            return datalogger.start(config, base="multiprocTCPBase", admin_port=port, make_default=False)
+        except InvalidActorAddress:
+            if attempt == tries:
+                raise
+    raise AssertionError("unreachable")
 
 
 def node_group(admin_port: int | None) -> int | None:
