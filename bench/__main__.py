@@ -1,6 +1,6 @@
 """``python -m bench <case> [--quick | --smoke] [--rounds N] [--json PATH]``.
 
-Cases: postgres, influxdb, per_row, latency, topics, outage, wal_fsync,
+Cases: postgres, influxdb, per_row, latency, topics, topics_many, outage, wal_fsync,
 peer_vmagent, encoders, signing, middleware, logging, pubsub, all; ``plot`` draws
 docs/img/throughput_vs_chunk.png.
 """
@@ -21,6 +21,7 @@ CASES = {
     "per_row": "bench.per_row",
     "latency": "bench.latency",
     "topics": "bench.topics",
+    "topics_many": "bench.topics_many",
     "outage": "bench.outage",
     "wal_fsync": "bench.wal_fsync",
     "peer_vmagent": "bench.peer_vmagent",

@@ -26,7 +26,7 @@ import inspect
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,24 @@ TOP_LEVEL_OPTIONS: dict[str, tuple[Any, str]] = {
         10.0,
         "Seconds shutdown waits for buffers to be delivered; what is left stays in the"
         " write-ahead log for the next start.",
+    ),
+    "max_topic_supervisors": (
+        "2 x cores (at least 4)",
+        "Most TopicSupervisors (each with a worker process per destination) the node runs, besides"
+        " those of `isolate`d topics. The first topics get one each, as many as this minus the"
+        " shared pool (a quarter of it, at least 1); further topics share the pool, placed by a"
+        " stable hash of their name. See docs/concepts.md for what a shared topic keeps.",
+    ),
+    "isolate": (
+        [],
+        'Topics that always get a TopicSupervisor of their own: names, or prefixes ending in `*`'
+        ' (`"billing.*"`).',
+    ),
+    "idle_after": (
+        600.0,
+        "Seconds after which a topic with nothing unsettled and no new chunk releases its state and"
+        " open files (a dedicated TopicSupervisor left with no topic exits, its processes with it);"
+        " it comes back on its next chunk with its log and watermarks. 0 keeps topics forever.",
     ),
     "destinations": ({}, "Required. Table of destinations, keyed by a name of your choice."),
     "health_failing_after": (
@@ -331,6 +349,28 @@ class Config:
     cluster: ClusterSettings = ClusterSettings()
     dashboard: DashboardSettings = DashboardSettings()
     security: SecuritySettings = SecuritySettings()
+    max_topic_supervisors: int = attrs.field(factory=lambda: default_max_topic_supervisors())
+    isolate: tuple[str, ...] = ()
+    idle_after: float = 600.0
+
+    @property
+    def shared_topic_supervisors(self) -> int:
+        """Size of the pool of supervisors shared by the topics beyond the dedicated ones."""
+        return max(1, self.max_topic_supervisors // 4)
+
+    @property
+    def dedicated_topic_supervisors(self) -> int:
+        """Topics that get a supervisor of their own before the shared pool is used."""
+        return max(0, self.max_topic_supervisors - self.shared_topic_supervisors)
+
+    def isolated(self, topic: str) -> bool:
+        """True when ``isolate`` names ``topic`` (or a prefix ``...*`` of it)."""
+        for entry in self.isolate:
+            if entry.endswith("*") and topic.startswith(entry[:-1]):
+                return True
+            if entry == topic:
+                return True
+        return False
 
     def destinations_for(self, topic: str) -> tuple[DestinationSpec, ...]:
         """The destinations that take ``topic``, honouring prefixes."""
@@ -605,7 +645,32 @@ def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | No
         ),
         spool_dir=os.path.abspath(os.fspath(spool_dir)) if spool_dir is not None else None,
         spool_max_bytes=int(_number("spool_max_bytes", raw.get("spool_max_bytes", 1 << 30), minimum=1)),
+        max_topic_supervisors=int(
+            _number(
+                "max_topic_supervisors",
+                raw.get("max_topic_supervisors", default_max_topic_supervisors()),
+                minimum=2,
+            )
+        ),
+        isolate=_isolate(raw.get("isolate", [])),
+        idle_after=float(_number("idle_after", raw.get("idle_after", 600.0))),
     )
+
+
+def default_max_topic_supervisors() -> int:
+    """The default of ``max_topic_supervisors``: twice the cores, at least 4."""
+    return max(4, 2 * (os.cpu_count() or 1))
+
+
+def _isolate(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ConfigError(f"isolate must be a list of topic names or prefixes, not {value!r}")
+    entries = []
+    for entry in value:
+        if not isinstance(entry, str) or not entry:
+            raise ConfigError(f"isolate: {entry!r} is not a topic name or prefix")
+        entries.append(entry)
+    return tuple(entries)
 
 
 def default_config(base_dir: str = "datalogger-demo") -> dict[str, Any]:

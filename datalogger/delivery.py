@@ -117,9 +117,13 @@ def picklable(value: Any) -> Any:
 
 
 class DestinationHost:
-    """Owns one destination instance: builds it lazily and calls it safely."""
+    """Owns one destination instance: builds it lazily and calls it safely.
 
-    def __init__(self, spec: DestinationSpec, topic: str) -> None:
+    One instance serves every topic its worker is given: each call names its
+    topic (``topic`` here is the default, for a SendActor that sends one chunk).
+    """
+
+    def __init__(self, spec: DestinationSpec, topic: str = "") -> None:
         self.spec = spec
         self.topic = topic
         self._instance: Any = None
@@ -132,10 +136,10 @@ class DestinationHost:
             self._instance = cls(**dict(self.spec.options))
         return self._instance
 
-    def send(self, rows: list[dict[str, Any]]) -> Attempt:
-        """Call ``send_data`` once and classify what happened."""
+    def send(self, rows: list[dict[str, Any]], topic: str | None = None) -> Attempt:
+        """Call ``send_data`` once for ``topic`` and classify what happened."""
         try:
-            result = self.instance.send_data(self.topic, rows)
+            result = self.instance.send_data(self.topic if topic is None else topic, rows)
         except PermanentError as exc:
             return classify_permanent(rows, exc)
         except ConfigError as exc:
@@ -151,22 +155,27 @@ class DestinationHost:
         """Close the instance; the next send builds a fresh one."""
         self.close()
 
-    def on_success(self, result: Any, rows: list[dict[str, Any]]) -> str | None:
+    def on_success(
+        self, result: Any, rows: list[dict[str, Any]], topic: str | None = None
+    ) -> str | None:
         """Call ``on_success``; return an error description if it raised."""
-        return self._callback("on_success", result, rows)
+        return self._callback("on_success", result, rows, topic)
 
-    def on_error(self, reason: BaseException | str, rows: list[dict[str, Any]]) -> str | None:
+    def on_error(
+        self, reason: BaseException | str, rows: list[dict[str, Any]], topic: str | None = None
+    ) -> str | None:
         """Call ``on_error``; return an error description if it raised."""
-        return self._callback("on_error", reason, rows)
+        return self._callback("on_error", reason, rows, topic)
 
-    def _callback(self, name: str, first: Any, rows: list[dict[str, Any]]) -> str | None:
+    def _callback(self, name: str, first: Any, rows: list[dict[str, Any]], topic: str | None) -> str | None:
+        topic = self.topic if topic is None else topic
         try:
             method = getattr(self.instance, name, None)
             if method is not None:
-                method(first, self.topic, rows)
+                method(first, topic, rows)
         except Exception as exc:
             message = f"{self.spec.name}.{name} raised {describe(exc)}"
-            log.warning("%s (topic %s)", message, self.topic)
+            log.warning("%s (topic %s)", message, topic)
             return message
         return None
 

@@ -188,7 +188,7 @@ def run_health(
             data_dir=data_dir,
         )
         try:
-            stats = handle.stats()
+            stats = handle.stats(detail=True)  # every topic, however many
         finally:
             handle.close()
     except DataLoggerError as exc:

@@ -129,6 +129,9 @@ class StatsRequest:
     """Ask the node for its counters."""
 
     ref: int = 0
+    detail: bool | None = None
+    """Per-topic counters: True always, False never (summary only), None when the node
+    hosts at most :data:`datalogger.core.gather.DETAIL_TOPICS` topics."""
 
 
 @attrs.frozen
@@ -162,16 +165,65 @@ class ShutdownReady:
 
 
 @attrs.frozen
-class StartTopic:
-    """RootSupervisor -> TopicSupervisor: become the supervisor of ``topic``."""
+class StartSupervisor:
+    """RootSupervisor -> TopicSupervisor: the configuration; topics follow in chunks or HostTopics."""
 
-    topic: str
     config: Any
     """The node's :class:`datalogger.config.Config`."""
     process_status: Any = None
     """The ProcessStatus actor's address."""
     members: tuple[Any, ...] | None = None
     """Live members (:class:`datalogger.placement.Member`); None on ``simpleSystemBase``."""
+    shared: bool = False
+    """True for a supervisor of the shared pool (it never exits when idle)."""
+    label: str = ""
+    """For logs: the dedicated topic, or the pool slot."""
+
+
+@attrs.frozen
+class HostTopics:
+    """RootSupervisor -> TopicSupervisor: open these topics now (their logs hold unsettled chunks)."""
+
+    topics: tuple[str, ...]
+
+
+@attrs.frozen
+class SupervisorIdle:
+    """TopicSupervisor -> RootSupervisor: a dedicated supervisor released all its topics.
+
+    ``received`` counts the chunks the root forwarded to it: the root lets it exit only when
+    it forwarded no more since (otherwise a chunk is on its way and it stays).
+    """
+
+    received: int
+    released: dict[str, dict[str, Any]] = attrs.field(factory=dict, repr=False)
+    """Topic -> the last counters of each destination (kept by the root for ``stats()``)."""
+
+
+@attrs.frozen
+class SupervisorStay:
+    """RootSupervisor -> TopicSupervisor: chunks are on their way, do not exit."""
+
+
+@attrs.frozen
+class TopicTimer:
+    """A TopicSupervisor's timer for one topic (the payload of its ``wakeupAfter``)."""
+
+    topic: str
+    kind: str
+    """``linger``, ``wal``, ``wal-open``, ``status``, ``recovery``, ``blocked`` or ``synced``."""
+    value: Any = None
+    epoch: int = 0
+    """The :class:`~datalogger.core.topic_state.TopicState` that set it (a released topic's
+    timers do not reach the state that takes the topic back)."""
+
+
+@attrs.frozen
+class SupervisorTimer:
+    """A TopicSupervisor's own timer: ``restart`` a worker, ``idle`` sweep, ``handles`` check."""
+
+    kind: str
+    value: Any = None
 
 
 @attrs.frozen
@@ -188,9 +240,8 @@ class TopicChunk:
 
 @attrs.frozen
 class StartWorker:
-    """TopicSupervisor -> DestinationWorker: the destination to serve and the topic."""
+    """TopicSupervisor -> DestinationWorker: the destination to serve, for every topic it is sent."""
 
-    topic: str
     spec: Any
     """A :class:`datalogger.config.DestinationSpec`."""
     data_dir: str
@@ -198,23 +249,26 @@ class StartWorker:
 
 @attrs.frozen
 class DeliverChunk:
-    """TopicSupervisor -> DestinationWorker: send this chunk."""
+    """TopicSupervisor -> DestinationWorker: send this chunk of ``topic``."""
 
+    topic: str
     seq: int
     rows: list[dict[str, Any]] = attrs.field(repr=_count)
 
 
 @attrs.frozen
 class DeliverChunks:
-    """TopicSupervisor -> DestinationWorker: several chunks that waited, to send as one."""
+    """TopicSupervisor -> DestinationWorker: several chunks of ``topic`` that waited, sent as one."""
 
+    topic: str
     chunks: list[tuple[int, list[dict[str, Any]]]] = attrs.field(repr=_count)
 
 
 @attrs.frozen
 class ChunkSettled:
-    """DestinationWorker -> TopicSupervisor: a chunk needs no more work."""
+    """DestinationWorker -> TopicSupervisor: a chunk of ``topic`` needs no more work."""
 
+    topic: str
     destination: str
     seqs: tuple[int, ...]
     """The chunks settled (several when a buffer merged them)."""
@@ -230,8 +284,9 @@ class ChunkSettled:
 
 @attrs.frozen
 class AttemptFailed:
-    """DestinationWorker -> TopicSupervisor: an attempt failed and will be retried."""
+    """DestinationWorker -> TopicSupervisor: an attempt for ``topic`` failed and will be retried."""
 
+    topic: str
     destination: str
     seqs: tuple[int, ...]
     attempt: int
@@ -276,18 +331,22 @@ class SendOutcome:
 
 @attrs.frozen
 class TopicStatsRequest:
-    """RootSupervisor -> TopicSupervisor: report counters."""
+    """RootSupervisor -> TopicSupervisor: report the counters of every topic it hosts."""
 
     token: int
+    detail: bool = True
+    """Per-topic counters; False: the supervisor's summary only."""
 
 
 @attrs.frozen
 class TopicStatsReply:
-    """TopicSupervisor -> RootSupervisor."""
+    """TopicSupervisor -> RootSupervisor: one reply for all its topics."""
 
     token: int
-    topic: str
-    stats: dict[str, Any]
+    topics: dict[str, dict[str, Any]] = attrs.field(repr=False)
+    """Topic -> destination -> counters (empty without ``detail``)."""
+    summary: dict[str, Any] = attrs.field(factory=dict)
+    """Counters summed over its topics (see :func:`datalogger.core.gather.summarize`)."""
     pid: int = 0
     """The TopicSupervisor's process id."""
 
@@ -303,12 +362,11 @@ class TopicFlushRequest:
 
 @attrs.frozen
 class TopicFlushed:
-    """TopicSupervisor -> RootSupervisor: reply to :class:`TopicFlushRequest`."""
+    """TopicSupervisor -> RootSupervisor: reply to :class:`TopicFlushRequest`, for all its topics."""
 
     token: int
-    topic: str
-    error: str | None = None
-    """Set when the topic cannot be flushed (its write-ahead log cannot be opened)."""
+    errors: dict[str, str] = attrs.field(factory=dict)
+    """Topic -> why it cannot be flushed (its write-ahead log cannot be opened)."""
 
 
 @attrs.frozen
@@ -320,14 +378,13 @@ class TopicSpillRequest:
 
 @attrs.frozen
 class TopicSpilled:
-    """TopicSupervisor -> RootSupervisor: reply to :class:`TopicSpillRequest`."""
+    """TopicSupervisor -> RootSupervisor: reply to :class:`TopicSpillRequest`, for all its topics."""
 
     token: int
-    topic: str
     rows: int
     """Rows not yet delivered: they stay in the write-ahead log for the next start."""
     items: tuple[tuple[str, int], ...] = ()
-    """The topic's final process-status items."""
+    """The final process-status items of its topics."""
 
 
 @attrs.frozen
@@ -576,6 +633,8 @@ class WalSync:
     Sent after an append under ``fsync = "always"``; chunks that arrived
     before it is handled share its fsync (group commit).
     """
+
+    topic: str = ""
 
 
 @attrs.frozen

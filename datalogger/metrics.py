@@ -181,7 +181,7 @@ class StatsCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
-        yield from _lane_metrics(stats.get("topics") or {})
+        yield from _lane_metrics(_topics_or_summary(stats))
         rejected = CounterMetricFamily(
             "datalogger_rejected_calls", "log() calls the node refused (bad topic or data)."
         )
@@ -241,6 +241,16 @@ class StatsCollector(Collector):
             rows.add_metric([item.topic, item.destination], item.rows)
         yield letters
         yield rows
+
+
+def _topics_or_summary(stats: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Per-topic counters; on a node with too many topics for them, the sums per destination
+    under the topic label ``*`` (``stats()["summary"]``)."""
+    topics = stats.get("topics") or {}
+    summary = stats.get("summary") or {}
+    if not topics and summary.get("topics"):
+        return {"*": summary.get("destinations") or {}}
+    return topics
 
 
 def _lane_metrics(topics: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> Iterator[Metric]:

@@ -338,18 +338,25 @@ class DataLogger:
             **self._link.status(),
         }
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, detail: bool | None = None) -> dict[str, Any]:
         """Counters per topic and destination, and this handle's own under ``"client"``.
 
         ``{"topics": {topic: {destination: {"received": rows, "delivered": rows,
         "failed": attempts, "retried": attempts, "dead_lettered": rows, "spilled": rows,
-        "dropped": rows, "buffered": rows, ...}}}, "rejected": calls,
-        "client": {...}}``; ``"client"`` is :meth:`client_stats`.
+        "dropped": rows, "buffered": rows, ...}}}, "summary": {"topics": n,
+        "destinations": {destination: {counter: sum}}, "failing": [topic, ...]},
+        "rejected": calls, "client": {...}}``; ``"client"`` is :meth:`client_stats`.
+
+        Args:
+            detail: per-topic counters under ``"topics"``: True always, False never (the
+                summary only), None (default) when the node has at most 200 topics.
 
         Raises:
             NotRunning: the node could not be reached (:meth:`client_stats` still answers).
         """
-        reply: StatsReply = self._request(lambda ref: StatsRequest(ref), (StatsReply,), 20.0)
+        reply: StatsReply = self._request(
+            lambda ref: StatsRequest(ref, detail), (StatsReply,), 20.0
+        )
         stats = dict(reply.stats)
         stats["client"] = self.client_stats()
         return stats

@@ -370,6 +370,25 @@ class WriteAheadLog:
             except OSError as exc:
                 log.error("topic %s: closing %s: %s", self._topic, active.path, exc)
 
+    def release_handle(self) -> None:
+        """Close the active segment's file until the next append, which opens it again.
+
+        Unlike :meth:`close` the log stays usable: a node with many topics keeps only
+        the recently used ones open (see ``datalogger.core.handles``). Call
+        :meth:`sync` first if the policy wants the data on disk.
+        """
+        active, self._active = self._active, None
+        if active is not None:
+            try:
+                active.close()
+            except OSError as exc:
+                log.error("topic %s: closing %s: %s", self._topic, active.path, exc)
+
+    @property
+    def has_handle(self) -> bool:
+        """True while the active segment's file is open."""
+        return self._active is not None
+
     def __enter__(self) -> WriteAheadLog:
         return self
 
@@ -391,6 +410,9 @@ class WriteAheadLog:
         if self._closed:
             raise ValueError(f"write-ahead log of topic {self._topic!r} is closed")
         active = self._active
+        if active is None and self._segments and self._segments[-1] <= self._next_seq:
+            # the handle was released: append to the last segment again
+            self._active = active = self._open(self._segments[-1])
         if active is None or active.size >= self._segment_bytes:
             if active is not None:
                 self._active = None

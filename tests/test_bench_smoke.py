@@ -158,3 +158,17 @@ def test_pubsub_case_measures_every_subscriber_kind(tmp_path: Path) -> None:
     assert all(m["events_per_s"] > 0 for m in medians.values())
     ratios = data["ratios"]
     assert isinstance(ratios, dict) and "batched/per_event events/s" in ratios
+
+
+@pytest.mark.timeout(120)
+def test_topics_many_case_counts_every_row_and_reports_memory_and_calls(tmp_path: Path) -> None:
+    """``topics_many``: rows counted in both destinations, PSS target, call times."""
+    out = tmp_path / "topics_many.json"
+    assert main(["topics_many", "--smoke", "--json", str(out)]) == 0
+    data = _result(out)
+    medians = data["medians"]
+    assert isinstance(medians, dict)
+    assert {"first_delivery_s", "stats_s", "flush_s", "shutdown_s"} <= set(medians["ours"])
+    assert data["verified"] == {"jsonl rows": 550, "sqlite rows": 550}
+    targets = data["targets"]
+    assert isinstance(targets, list) and targets[0]["name"] == "node PSS MB"

@@ -152,3 +152,20 @@ def test_run_serves_metrics_on_loopback(tmp_path: Path) -> None:
             cwd=root, capture_output=True, timeout=60,
         )
         node.wait(timeout=30)
+
+
+def test_a_node_with_too_many_topics_for_detail_exports_the_sums_per_destination() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from datalogger.metrics import StatsCollector
+
+    stats = {
+        "topics": {},
+        "summary": {"topics": 5000, "destinations": {"db": {"delivered": 12, "received": 12}}},
+    }
+    registry = CollectorRegistry()
+    registry.register(StatsCollector(lambda: stats))
+    text = generate_latest(registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    (sample,) = [s for s in families["datalogger_rows_delivered"].samples if s.name.endswith("_total")]
+    assert sample.labels == {"topic": "*", "destination": "db"} and sample.value == 12

@@ -1,7 +1,9 @@
-"""DestinationWorker: sends one topic's chunks to one destination.
+"""DestinationWorker: sends the chunks of a supervisor's topics to one destination.
 
-It is created by the topic's TopicSupervisor and receives :class:`StartWorker`
-first. Chunks arrive as :class:`DeliverChunk`; each ends in exactly one
+It is created by a TopicSupervisor and receives :class:`StartWorker` first.
+One worker serves every topic of its supervisor: each chunk arrives with its
+topic as :class:`DeliverChunk` (``send_data(topic, rows)`` gets that topic,
+and a buffer never merges rows of two topics); each ends in exactly one
 :class:`ChunkSettled` back to the supervisor, after delivery or after the
 rows were written to the dead-letter store. Between attempts a failed chunk
 waits on a ``wakeupAfter`` timer, never a sleep, and later chunks go on.
@@ -57,9 +59,10 @@ PARENT_CHECK_EVERY = 2.0
 
 @attrs.define
 class Job:
-    """A chunk (or a batch of chunks) on its way to the destination."""
+    """A chunk (or a batch of chunks) of one topic on its way to the destination."""
 
     id: int
+    topic: str
     seqs: tuple[int, ...]
     rows: list[Any]
     attempt: int = 0
@@ -88,7 +91,7 @@ class Job:
 
 
 class DestinationWorker(ActorTypeDispatcher):
-    """One destination, one topic."""
+    """One destination, for every topic of its supervisor."""
 
     @staticmethod
     def actorSystemCapabilityCheck(capabilities: dict[str, Any], requirements: dict[str, Any]) -> bool:
@@ -98,12 +101,12 @@ class DestinationWorker(ActorTypeDispatcher):
     def __init__(self) -> None:
         super().__init__()
         self.spec: DestinationSpec | None = None
-        self.topic = ""
         self.supervisor: Any = None
         self.host: DestinationHost | None = None
         self.policy: RetryPolicy | None = None
         self.dead_letters: DeadLetterStore | None = None
-        self.batcher: Batcher | None = None
+        self.batchers: dict[str, Batcher] = {}
+        """Topic -> its buffer (with ``buffer``): rows of two topics are never merged."""
         self.queue: deque[Job] = deque()
         self.waiting: dict[int, Job] = {}
         self.senders: dict[int, tuple[Any, Job]] = {}
@@ -114,7 +117,7 @@ class DestinationWorker(ActorTypeDispatcher):
 
     # ------------------------------------------------------------------ setup
     def receiveMsg_StartWorker(self, message: StartWorker, sender: Any) -> None:
-        """Take up the destination ``message.spec`` for ``message.topic``.
+        """Take up the destination ``message.spec``.
 
         All or nothing: the parts are built first and taken up together. A
         second StartWorker (or Thespian's retry) changes nothing; one that
@@ -124,51 +127,58 @@ class DestinationWorker(ActorTypeDispatcher):
         if self.spec is not None:
             return
         try:
-            host = DestinationHost(message.spec, message.topic)
+            host = DestinationHost(message.spec)
             policy = RetryPolicy(message.spec.retry)
             dead_letters = DeadLetterStore(os.path.join(message.data_dir, "dead_letters"))
-            buffer = message.spec.buffer
-            batcher = None if buffer is None else Batcher(buffer.max_size, buffer.interval, buffer.jitter)
         except Exception as exc:
-            log.error(
-                "worker for %s/%s cannot start: %s", message.topic, message.spec.name, describe(exc)
-            )
+            log.error("worker for %s cannot start: %s", message.spec.name, describe(exc))
             self.send(self.myAddress, ActorExitRequest())
             return
-        self.spec, self.topic, self.supervisor = message.spec, message.topic, sender
-        self.host, self.policy, self.dead_letters, self.batcher = host, policy, dead_letters, batcher
+        self.spec, self.supervisor = message.spec, sender
+        self.host, self.policy, self.dead_letters = host, policy, dead_letters
         self.wakeupAfter(timedelta(seconds=PARENT_CHECK_EVERY), ("parent", 0))
 
     # ------------------------------------------------------------------ intake
+    def _batcher(self, topic: str) -> Batcher | None:
+        assert self.spec is not None
+        buffer = self.spec.buffer
+        if buffer is None:
+            return None
+        batcher = self.batchers.get(topic)
+        if batcher is None:
+            batcher = self.batchers[topic] = Batcher(buffer.max_size, buffer.interval, buffer.jitter)
+        return batcher
+
     def receiveMsg_DeliverChunk(self, message: DeliverChunk, sender: Any) -> None:
-        """Queue a chunk, or add it to the buffer."""
-        if self.batcher is None:
-            self._enqueue((message.seq,), message.rows)
+        """Queue a chunk, or add it to its topic's buffer."""
+        batcher = self._batcher(message.topic)
+        if batcher is None:
+            self._enqueue(message.topic, (message.seq,), message.rows)
             return
-        batch, delay = self.batcher.add(message.seq, message.rows)
+        batch, delay = batcher.add(message.seq, message.rows)
         if batch is not None:
-            self._enqueue(tuple(batch.seqs), batch.rows)
+            self._enqueue(message.topic, tuple(batch.seqs), batch.rows)
         if delay is not None:
-            self.wakeupAfter(timedelta(seconds=delay), ("flush", self.batcher.generation))
+            self.wakeupAfter(timedelta(seconds=delay), ("flush", (message.topic, batcher.generation)))
 
     def receiveMsg_DeliverChunks(self, message: DeliverChunks, sender: Any) -> None:
-        """Chunks that waited while this worker was busy: one job (or into the buffer)."""
-        if self.batcher is not None:
+        """Chunks of a topic that waited while this worker was busy: one job (or into the buffer)."""
+        if self.spec is not None and self.spec.buffer is not None:
             for seq, rows in message.chunks:
-                self.receiveMsg_DeliverChunk(DeliverChunk(seq, rows), sender)
+                self.receiveMsg_DeliverChunk(DeliverChunk(message.topic, seq, rows), sender)
             return
         seqs = tuple(seq for seq, _ in message.chunks)
-        self._enqueue(seqs, [row for _, rows in message.chunks for row in rows])
+        self._enqueue(message.topic, seqs, [row for _, rows in message.chunks for row in rows])
 
     def receiveMsg_WorkerFlush(self, message: WorkerFlush, sender: Any) -> None:
         """Send buffered rows now."""
-        if self.batcher is not None:
-            batch = self.batcher.take()
+        for topic, batcher in list(self.batchers.items()):
+            batch = batcher.take()
             if batch is not None:
-                self._enqueue(tuple(batch.seqs), batch.rows)
+                self._enqueue(topic, tuple(batch.seqs), batch.rows)
 
-    def _enqueue(self, seqs: tuple[int, ...], rows: list[dict[str, Any]]) -> None:
-        self.queue.append(Job(next(self.ids), seqs, rows))
+    def _enqueue(self, topic: str, seqs: tuple[int, ...], rows: list[dict[str, Any]]) -> None:
+        self.queue.append(Job(next(self.ids), topic, seqs, rows))
         assert self.spec is not None
         if not self.spec.send_async and not self.ticking and len(self.queue) == 1:
             self._send_head()  # nothing waits: send now, no round trip through a tick
@@ -195,7 +205,7 @@ class DestinationWorker(ActorTypeDispatcher):
             return
         job = self.queue.popleft()
         self._begin(job)
-        attempt = self.host.send(job.sending())
+        attempt = self.host.send(job.sending(), job.topic)
         if not attempt.ok and not attempt.permanent:
             self.host.restart()
         self._outcome(job, attempt)
@@ -216,7 +226,7 @@ class DestinationWorker(ActorTypeDispatcher):
         self._begin(job)
         address = self.createActor(SendActor)
         self.senders[job.id] = (address, job)
-        self.send(address, SendChunk(self.spec, self.topic, job.id, job.sending()))
+        self.send(address, SendChunk(self.spec, job.topic, job.id, job.sending()))
 
     def receiveMsg_SendOutcome(self, message: SendOutcome, sender: Any) -> None:
         """A SendActor reports its attempt."""
@@ -257,7 +267,7 @@ class DestinationWorker(ActorTypeDispatcher):
         assert self.host is not None and self.policy is not None and self.spec is not None
         sent = job.sending()
         if attempt.ok:
-            problem = self.host.on_success(attempt.result, sent)
+            problem = self.host.on_success(attempt.result, sent, job.topic)
             if job.isolation is None:
                 self._settle(job, delivered=len(job.rows), dead=0, error=problem)
                 return
@@ -283,7 +293,7 @@ class DestinationWorker(ActorTypeDispatcher):
             self.send(
                 self.supervisor,
                 AttemptFailed(
-                    self.spec.name, job.seqs, job.attempt, describe(error), decision.delay
+                    job.topic, self.spec.name, job.seqs, job.attempt, describe(error), decision.delay
                 ),
             )
             return
@@ -317,11 +327,11 @@ class DestinationWorker(ActorTypeDispatcher):
         errors = [dead[index] for index in indices]
         if not job.told:
             job.told = True
-            self.host.on_error(error, bad)
+            self.host.on_error(error, bad, job.topic)
         reason = _summary(errors)
         try:
             self.dead_letters.add(
-                self.topic,
+                job.topic,
                 self.spec.name,
                 bad,
                 reason,
@@ -332,7 +342,7 @@ class DestinationWorker(ActorTypeDispatcher):
             )
         except Exception as exc:
             log.error(
-                "cannot write dead letter for %s/%s: %s", self.topic, self.spec.name, describe(exc)
+                "cannot write dead letter for %s/%s: %s", job.topic, self.spec.name, describe(exc)
             )
             # Keep the verdicts: only the writing of the letter is tried again.
             if job.isolation is None:
@@ -350,7 +360,7 @@ class DestinationWorker(ActorTypeDispatcher):
         latency = time.monotonic() - job.began if job.began else 0.0
         self.send(
             self.supervisor,
-            ChunkSettled(self.spec.name, job.seqs, delivered, dead, job.attempts, latency, error),
+            ChunkSettled(job.topic, self.spec.name, job.seqs, delivered, dead, job.attempts, latency, error),
         )
 
     # ------------------------------------------------------------------ timers
@@ -369,15 +379,17 @@ class DestinationWorker(ActorTypeDispatcher):
             if job is not None and job.isolation is not None:
                 self._isolate(job)  # every row is judged: this writes the letter again
                 self._pump()
-        elif kind == "flush" and self.batcher is not None:
-            batch = self.batcher.due(value)
+        elif kind == "flush":
+            topic, generation = value
+            batcher = self.batchers.get(topic)
+            batch = batcher.due(generation) if batcher is not None else None
             if batch is not None:
-                self._enqueue(tuple(batch.seqs), batch.rows)
+                self._enqueue(topic, tuple(batch.seqs), batch.rows)
         elif kind == "exited" and value in self.exited:
             self.exited.discard(value)
             entry = self.senders.pop(value, None)
             if entry is not None:
-                crash = RuntimeError(f"SendActor for topic {self.topic} exited without reporting")
+                crash = RuntimeError(f"SendActor for topic {entry[1].topic} exited without reporting")
                 self._outcome(entry[1], Attempt(ok=False, error=crash))
                 self._pump()
 
@@ -389,8 +401,8 @@ class DestinationWorker(ActorTypeDispatcher):
         unsettled chunks are in the topic's write-ahead log, which the new supervisor replays.
         """
         if os.getppid() != self.parent_pid:
-            log.warning("worker %s/%s: its supervisor's process is gone; exiting",
-                        self.topic, self.spec.name if self.spec else "?")
+            log.warning("worker %s: its supervisor's process is gone; exiting",
+                        self.spec.name if self.spec else "?")
             self.send(self.myAddress, ActorExitRequest())
             return
         self.wakeupAfter(timedelta(seconds=PARENT_CHECK_EVERY), ("parent", 0))

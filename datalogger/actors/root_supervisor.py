@@ -1,11 +1,13 @@
 """RootSupervisor: the router of a node.
 
 Created once per node under the global name :data:`ROOT_NAME`. It checks every
-:class:`~datalogger.messages.Log`, spawns a TopicSupervisor for a topic the
-first time it is logged, and forwards chunks to it. Because an actor handles
-one message at a time, two callers logging a new topic at once cannot create
-two supervisors or lose a chunk. It answers node-wide requests (flush, stats,
-shutdown) by gathering from every topic.
+:class:`~datalogger.messages.Log`, places a topic the first time it is logged
+(:class:`~datalogger.core.topic_placement.TopicPlacement`: a TopicSupervisor
+of its own up to ``max_topic_supervisors``, or one of a shared pool), and
+forwards chunks to its supervisor. Because an actor handles one message at a
+time, two callers logging a new topic at once cannot create two supervisors or
+lose a chunk. It answers node-wide requests (flush, stats, shutdown) with one
+round trip per supervisor, not per topic.
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ from .. import lifeline, security
 from .._startup import check_data_dir
 from .._thespian import check_allowed, default_allowed
 from ..config import Config
+from ..core.gather import DETAIL_TOPICS, Gather, merge_summaries, summarize
+from ..core.topic_placement import TopicPlacement
 from ..delivery import describe
 from ..exceptions import DataLoggerError, InvalidTopic
+from ..lane import COUNTER_NAMES
 from ..messages import (
     ConfigureNode,
     FlushReply,
     FlushRequest,
+    HostTopics,
     LastProcessedRequest,
     LocateRegistry,
     Log,
@@ -56,9 +62,11 @@ from ..messages import (
     RouteStatus,
     ShutdownReady,
     ShutdownRequest,
-    StartTopic,
+    StartSupervisor,
     StatsReply,
     StatsRequest,
+    SupervisorIdle,
+    SupervisorStay,
     TopicChunk,
     TopicFlushed,
     TopicFlushRequest,
@@ -92,19 +100,6 @@ OWNER_CHECK_EVERY = 1.0
 """Seconds between checks that the process which started the node still runs."""
 
 
-@attrs.define
-class Gather:
-    """A node-wide request waiting for an answer from each topic."""
-
-    kind: str
-    reply_to: Any
-    ref: int
-    waiting: set[str]
-    results: dict[str, Any] = attrs.field(factory=dict)
-    then: Any = None
-    """For shutdown: the timeout of the spill phase after the flush phase."""
-
-
 class RootSupervisor(ActorTypeDispatcher):
     """Routes chunks to topic supervisors and answers node-wide requests."""
 
@@ -116,7 +111,15 @@ class RootSupervisor(ActorTypeDispatcher):
     def _reset(self) -> None:
         """The state of a RootSupervisor that has no configuration (also after a failed start)."""
         self.config: Config | None = None
-        self.topics: dict[str, Any] = {}
+        self.placement = TopicPlacement(0, 1, lambda topic: False)
+        self.supervisors: dict[str, Any] = {}
+        """Supervisor key (see TopicPlacement) -> its address."""
+        self.forwarded: dict[str, int] = {}
+        """Supervisor key -> chunks forwarded to it (checked before an idle one exits)."""
+        self.leaving: list[tuple[str, Any]] = []
+        """(key, address) of the dedicated supervisors exiting idle (its slot is free once it is gone)."""
+        self.released_stats: dict[str, dict[str, Any]] = {}
+        """Topic -> the last counters of a topic whose dedicated supervisor exited idle."""
         self.gathers: dict[int, Gather] = {}
         self.tokens = itertools.count(1)
         self.rejected = 0
@@ -151,7 +154,7 @@ class RootSupervisor(ActorTypeDispatcher):
         """
         if self.config is not None:
             if self.configured_by is None:
-                self.send(sender, NodeReady(tuple(sorted(self.topics))))
+                self.send(sender, NodeReady(tuple(sorted(self.placement.keys))))
             return
         try:
             check_data_dir(message.config.data_dir)
@@ -160,6 +163,11 @@ class RootSupervisor(ActorTypeDispatcher):
             return
         self.generation += 1
         self.config = message.config
+        self.placement = TopicPlacement(
+            self.config.dedicated_topic_supervisors,
+            self.config.shared_topic_supervisors,
+            self.config.isolated,
+        )
         self.configured_by = sender
         self.waiting_for = {"process_status"}
         try:
@@ -189,7 +197,7 @@ class RootSupervisor(ActorTypeDispatcher):
         """Answer NodeStartFailed, stop what was started, and forget the configuration."""
         log.error("the node did not start: %s", reason)
         reply_to = self.configured_by
-        started = [self.process_status, self.pubsub, *self.topics.values()]
+        started = [self.process_status, self.pubsub, *self.supervisors.values()]
         if self.leader is None:
             started.append(self.registry)
         for address in started:
@@ -215,7 +223,7 @@ class RootSupervisor(ActorTypeDispatcher):
     def _ready(self, what: str) -> None:
         self.waiting_for.discard(what)
         if self.configured_by is not None and not self.waiting_for:
-            self.send(self.configured_by, NodeReady(tuple(sorted(self.topics))))
+            self.send(self.configured_by, NodeReady(tuple(sorted(self.placement.keys))))
             self.configured_by = None
 
     # ------------------------------------------------------------------ convention
@@ -250,7 +258,7 @@ class RootSupervisor(ActorTypeDispatcher):
             self.refused = None
         if message.members != self.members:
             self.members = tuple(message.members)
-            for address in self.topics.values():
+            for address in self.supervisors.values():
                 self.send(address, message)
             if self.pubsub is not None:
                 peers = tuple(m.pubsub for m in self.members if m.node != self.node and m.pubsub)
@@ -320,8 +328,11 @@ class RootSupervisor(ActorTypeDispatcher):
         """At start: every topic whose log holds chunks a destination has not settled."""
         if self.configured_by is None or self.config is None:
             return
-        for topic in self._topics_behind(self.config, message.items):
-            self._topic(topic)
+        hosts: dict[str, list[str]] = {}
+        for topic in sorted(self._topics_behind(self.config, message.items)):
+            hosts.setdefault(self.placement.key(topic), []).append(topic)
+        for key, topics in hosts.items():
+            self.send(self._supervisor(key), HostTopics(tuple(topics)))
         self._ready("watermarks")
 
     @staticmethod
@@ -346,14 +357,26 @@ class RootSupervisor(ActorTypeDispatcher):
                 behind.add(topic)
         return behind
 
-    def _topic(self, topic: str) -> Any:
-        address = self.topics.get(topic)
+    def _supervisor(self, key: str) -> Any:
+        """The address of supervisor ``key``, started on first use."""
+        address = self.supervisors.get(key)
         if address is None:
             assert self.config is not None
             address = self.createActor(TopicSupervisor)
-            self.topics[topic] = address
-            self.send(address, StartTopic(topic, self.config, self.process_status, self.members))
+            self.supervisors[key] = address
+            self.forwarded[key] = 0
+            shared = self.placement.is_shared(key)
+            self.send(
+                address,
+                StartSupervisor(self.config, self.process_status, self.members, shared, key),
+            )
         return address
+
+    def _key_of(self, address: Any) -> str | None:
+        for key, known in self.supervisors.items():
+            if known == address:
+                return key
+        return None
 
     # ------------------------------------------------------------------ logging
     def receiveMsg_Log(self, message: Log, sender: Any) -> None:
@@ -378,10 +401,27 @@ class RootSupervisor(ActorTypeDispatcher):
             else:
                 log.warning("rejected a Log message: %s", exc)
             return
-        self.send(
-            self._topic(topic),
-            TopicChunk(topic, rows, sender if message.reply else None, message.ref),
-        )
+        key = self.placement.key(topic)
+        address = self._supervisor(key)
+        self.forwarded[key] += 1
+        self.send(address, TopicChunk(topic, rows, sender if message.reply else None, message.ref))
+
+    def receiveMsg_SupervisorIdle(self, message: SupervisorIdle, sender: Any) -> None:
+        """A dedicated supervisor released its topics: let it exit unless chunks are on their way."""
+        key = self._key_of(sender)
+        if key is None:
+            return
+        if self.shutting_down or self.forwarded.get(key, 0) != message.received:
+            self.send(sender, SupervisorStay())
+            return
+        self.released_stats.update(message.released)
+        for topic in self.placement.drop(key):
+            self.placements.pop(topic, None)
+        self.leaving.append((key, self.supervisors.pop(key)))
+        self.forwarded.pop(key, None)
+        for token in [t for t, g in self.gathers.items() if g.gone(key)]:
+            self._finish(token)
+        self.send(sender, ActorExitRequest())
 
     # ------------------------------------------------------------------ supervision
     def receiveMsg_ChildActorExited(self, message: ChildActorExited, sender: Any) -> None:
@@ -390,25 +430,33 @@ class RootSupervisor(ActorTypeDispatcher):
             if not self.shutting_down:
                 log.warning("ProcessStatus exited; restarting it (it reloads from its adapter)")
                 self._start_process_status()
-                for address in self.topics.values():
+                for address in self.supervisors.values():
                     self.send(address, ProcessStatusMoved(self.process_status))
             return
-        for topic, address in list(self.topics.items()):
-            if address == message.childAddress:
-                del self.topics[topic]
-                for gather in self.gathers.values():
-                    gather.waiting.discard(topic)
-                self._finish_ready()
-                if not self.shutting_down:
-                    log.warning("topic supervisor %s exited; restarting", topic)
-                    self._topic(topic)
+        for entry in self.leaving:
+            if entry[1] == message.childAddress:  # a supervisor that exited idle: its slot is free
+                self.leaving.remove(entry)
+                self.placement.exited(entry[0])
                 return
+        key = self._key_of(message.childAddress)
+        if key is None:
+            return
+        del self.supervisors[key]
+        for gather in self.gathers.values():
+            gather.gone(key)
+        self._finish_ready()
+        if not self.shutting_down:
+            topics = tuple(sorted(self.placement.topics.get(key, ())))
+            log.warning("topic supervisor %s exited; restarting", key)
+            self.send(self._supervisor(key), HostTopics(topics))
 
     # ------------------------------------------------------------------ gathering
-    def _gather(self, kind: str, reply_to: Any, ref: int, timeout: float, request: Any) -> int:
+    def _gather(
+        self, kind: str, reply_to: Any, ref: int, timeout: float, request: Any, detail: bool = True
+    ) -> int:
         token = next(self.tokens)
-        self.gathers[token] = Gather(kind, reply_to, ref, set(self.topics))
-        for address in self.topics.values():
+        self.gathers[token] = Gather(kind, reply_to, ref, set(self.supervisors), detail=detail)
+        for address in self.supervisors.values():
             self.send(address, request(token))
         self.wakeupAfter(timedelta(seconds=max(timeout, 0.0)), token)
         self._finish_ready()
@@ -422,13 +470,14 @@ class RootSupervisor(ActorTypeDispatcher):
         gather = self.gathers.pop(token, None)
         if gather is None:
             return
+        unanswered = sorted(t for key in gather.waiting for t in self.placement.topics.get(key, ()))
         if gather.kind == "stats":
-            stats = self._stats(gather.results)
-            stats["unanswered"] = sorted(gather.waiting)
+            stats = self._stats(gather.results, gather.detail)
+            stats["unanswered"] = unanswered
             self.send(gather.reply_to, StatsReply(stats, gather.ref))
         elif gather.kind == "flush":
-            pending = {topic: 1 for topic in gather.waiting}
-            broken = {t: str(error) for t, error in gather.results.items() if isinstance(error, str)}
+            pending = dict.fromkeys(unanswered, 1)
+            broken = {t: str(e) for errors in gather.results.values() for t, e in errors.items()}
             done = not gather.waiting and not broken
             self.send(gather.reply_to, FlushReply(done, pending, gather.ref, broken))
         elif gather.kind == "shutdown-flush":
@@ -450,10 +499,25 @@ class RootSupervisor(ActorTypeDispatcher):
             self.shutdown_reply = None
             self.send(reply_to, ShutdownReady(rows, ref))
 
-    def _stats(self, results: dict[str, Any]) -> dict[str, Any]:
+    def _stats(self, results: dict[str, Any], detail: bool) -> dict[str, Any]:
+        """Per-topic counters (with ``detail``) and their summary, from each supervisor's reply."""
+        topics: dict[str, Any] = {}
+        pids: dict[str, int] = {}
+        summaries = [summarize(self.released_stats)] if self.released_stats else []
+        if detail:
+            topics.update(self.released_stats)
+        for topic_stats, summary, pid in results.values():
+            summaries.append(summary)
+            for topic, lanes in topic_stats.items():
+                topics[topic] = _added(self.released_stats.get(topic), lanes)
+                pids[topic] = pid
+        merged = merge_summaries(summaries)
+        merged["topics"] = len(self.placement.keys.keys() | self.released_stats.keys())
         stats: dict[str, Any] = {
-            "topics": {topic: stats for topic, (stats, _) in sorted(results.items())},
-            "supervisor_pids": {topic: pid for topic, (_, pid) in sorted(results.items())},
+            "topics": dict(sorted(topics.items())),
+            "supervisor_pids": dict(sorted(pids.items())),
+            "summary": merged,
+            "supervisors": len(self.supervisors),
             "rejected": self.rejected,
             "last_rejection": self.last_rejection,
             "security": security.rejections(),
@@ -517,12 +581,17 @@ class RootSupervisor(ActorTypeDispatcher):
         self._after(settings.heartbeat_interval, "heartbeat")
 
     def receiveMsg_StatsRequest(self, message: StatsRequest, sender: Any) -> None:
-        """Gather counters from every topic."""
-        self._gather("stats", sender, message.ref, 10.0, TopicStatsRequest)
+        """Gather counters from every supervisor: per topic, or a summary on a node with many."""
+        detail = message.detail
+        if detail is None:
+            detail = len(self.placement.keys) <= DETAIL_TOPICS
+        self._gather(
+            "stats", sender, message.ref, 10.0, lambda token: TopicStatsRequest(token, detail), detail
+        )
 
     def receiveMsg_TopicStatsReply(self, message: TopicStatsReply, sender: Any) -> None:
-        """One topic's counters."""
-        self._arrived(message.token, message.topic, (message.stats, message.pid))
+        """One supervisor's counters, for all its topics."""
+        self._arrived(message.token, sender, (message.topics, message.summary, message.pid))
 
     def receiveMsg_FlushRequest(self, message: FlushRequest, sender: Any) -> None:
         """Answer once every topic has settled what it accepted so far."""
@@ -535,8 +604,8 @@ class RootSupervisor(ActorTypeDispatcher):
         )
 
     def receiveMsg_TopicFlushed(self, message: TopicFlushed, sender: Any) -> None:
-        """One topic has settled (or cannot: ``message.error`` says why)."""
-        self._arrived(message.token, message.topic, message.error or True)
+        """One supervisor has settled its topics (``message.errors``: those that cannot)."""
+        self._arrived(message.token, sender, dict(message.errors))
 
     def receiveMsg_ShutdownRequest(self, message: ShutdownRequest, sender: Any) -> None:
         """Flush within the timeout, then spill what is left to disk."""
@@ -550,21 +619,25 @@ class RootSupervisor(ActorTypeDispatcher):
         )
 
     def receiveMsg_TopicSpilled(self, message: TopicSpilled, sender: Any) -> None:
-        """One topic has written its unsettled chunks to disk."""
-        self._arrived(message.token, message.topic, (message.rows, message.items))
+        """One supervisor has synced its topics' logs and stopped its workers."""
+        self._arrived(message.token, sender, (message.rows, message.items))
 
-    def _arrived(self, token: int, topic: str, value: Any) -> None:
+    def _arrived(self, token: int, sender: Any, value: Any) -> None:
         gather = self.gathers.get(token)
-        if gather is None:
+        key = self._key_of(sender)
+        if gather is None or key is None:
             return
-        gather.results[topic] = value
-        gather.waiting.discard(topic)
-        if not gather.waiting:
+        if gather.arrived(key, value):
             self._finish(token)
 
     def receiveMsg_RouteCheck(self, message: RouteCheck, sender: Any) -> None:
         """Tell a client whether its cached route to a topic is still alive."""
-        current = self.topics.get(message.topic) == message.address and not self.shutting_down
+        key = self.placement.keys.get(message.topic)
+        current = (
+            key is not None
+            and self.supervisors.get(key) == message.address
+            and not self.shutting_down
+        )
         self.send(sender, RouteStatus(message.topic, current, message.ref))
 
     def receiveMsg_LastProcessedRequest(self, message: LastProcessedRequest, sender: Any) -> None:
@@ -586,3 +659,16 @@ class RootSupervisor(ActorTypeDispatcher):
     def receiveUnrecognizedMessage(self, message: Any, sender: Any) -> None:
         """Anything else is logged, never fatal."""
         log.warning("RootSupervisor ignored %r", type(message).__name__)
+
+
+def _added(before: dict[str, Any] | None, now: dict[str, Any]) -> dict[str, Any]:
+    """A topic's counters now, added to those it had when its dedicated supervisor exited."""
+    if not before:
+        return now
+    return {
+        name: {
+            **lane,
+            **{key: lane.get(key, 0) + (before.get(name) or {}).get(key, 0) for key in COUNTER_NAMES},
+        }
+        for name, lane in now.items()
+    }

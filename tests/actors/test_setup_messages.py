@@ -29,6 +29,7 @@ from datalogger.messages import (
     BufferStart,
     BufferStarted,
     ConfigureNode,
+    HostTopics,
     ItemsProcessed,
     LogRejected,
     MembershipRefused,
@@ -42,7 +43,7 @@ from datalogger.messages import (
     PubSubSubscribe,
     PubSubSubscribed,
     RegistryStart,
-    StartTopic,
+    StartSupervisor,
     StartWorker,
     TopicChunk,
     WatermarksReply,
@@ -126,7 +127,7 @@ def test_root_adapter_failure_stops_what_started_and_leaves_it_unconfigured(tmp_
     stopped = h.sent_to(ActorExitRequest)
     for name in ("ProcessStatus", "PubSub", "ClusterRegistry"):
         assert h.created(name)[0] in stopped, f"{name} was left running"
-    assert h.actor.config is None and h.actor.topics == {} and h.actor.process_status is None
+    assert h.actor.config is None and h.actor.supervisors == {} and h.actor.process_status is None
     # a stale timer of the failed start is ignored; a new start works
     for payload in list(h.ref.timers):
         h.deliver(WakeupMessage(1, payload))
@@ -191,12 +192,18 @@ def test_process_status_adapter_failure_leaves_it_without_one_and_a_retry_works(
 
 def test_topic_start_twice_starts_its_workers_once(tmp_path: Path) -> None:
     h = Harness(TopicSupervisor)
-    message = StartTopic("green", node_config(tmp_path), None, None)
+    message = StartSupervisor(node_config(tmp_path), None, None)
     h.deliver(message)
-    wal = h.actor.wal
+    h.deliver(HostTopics(("green",)))
+    state = h.actor.states["green"]
+    wal = state.wal
     h.deliver(message)
+    h.deliver(HostTopics(("green",)))
+    client = ActorAddress("client")
+    h.deliver(TopicChunk("green", [{"id": 1}], client, 4))
+    h.deliver(TopicChunk("green", [{"id": 2}], client, 5))
     assert len(h.created("DestinationWorker")) == 1 and len(h.sent(StartWorker)) == 1
-    assert h.actor.wal is wal
+    assert h.actor.states["green"] is state and state.wal is wal
 
 
 def test_topic_whose_log_cannot_open_refuses_chunks_and_heals(tmp_path: Path) -> None:
@@ -205,11 +212,12 @@ def test_topic_whose_log_cannot_open_refuses_chunks_and_heals(tmp_path: Path) ->
     wal_dir.parent.mkdir(parents=True)
     wal_dir.write_text("a file where the log's directory goes")
     h = Harness(TopicSupervisor)
-    start = StartTopic("green", config, None, None)
+    start = StartSupervisor(config, None, None)
     h.deliver(start)
     h.deliver(start)  # a second start (or Thespian's retry) changes nothing
-    assert h.actor.wal is None and h.poisoned == []
-    assert len(h.created("DestinationWorker")) == 1
+    h.deliver(HostTopics(("green",)))
+    state = h.actor.states["green"]
+    assert state.wal is None and h.poisoned == []
     client = ActorAddress("client")
     h.deliver(TopicChunk("green", [{"id": 1}], client, 4))
     (rejected,) = h.sent(LogRejected, to=client)
@@ -217,7 +225,7 @@ def test_topic_whose_log_cannot_open_refuses_chunks_and_heals(tmp_path: Path) ->
     assert str(wal_dir) in rejected.message
     wal_dir.unlink()
     h.deliver(TopicChunk("green", [{"id": 2}], client, 5))  # the next chunk opens the log
-    assert h.actor.wal is not None and len(h.created("DestinationWorker")) == 1
+    assert state.wal is not None and len(h.created("DestinationWorker")) == 1
     assert h.sent(LogRejected, to=client) == [rejected]
 
 
@@ -230,7 +238,7 @@ def worker_spec(tmp_path: Path) -> Any:
 
 def test_worker_start_twice_takes_the_first_and_one_timer(tmp_path: Path) -> None:
     h = Harness(DestinationWorker)
-    message = StartWorker("green", worker_spec(tmp_path), str(tmp_path / "data"))
+    message = StartWorker(worker_spec(tmp_path), str(tmp_path / "data"))
     h.deliver(message)
     host = h.actor.host
     h.deliver(message)
@@ -244,7 +252,7 @@ def test_worker_failing_start_exits_to_be_restarted(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(destination_worker, "RetryPolicy", broken)
     h = Harness(DestinationWorker)
-    message = StartWorker("green", worker_spec(tmp_path), str(tmp_path / "data"))
+    message = StartWorker(worker_spec(tmp_path), str(tmp_path / "data"))
     h.deliver(message)
     assert h.actor.spec is None and h.actor.host is None
     assert h.ref.address in h.sent_to(ActorExitRequest) and h.poisoned == []
