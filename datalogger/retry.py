@@ -62,18 +62,22 @@ class RetryPolicy:
         state.outcome = tenacity.Future.construct(1, error, True)
         return bool(self.retry(state))
 
-    def decide(self, attempt: int, error: BaseException, started: float) -> RetryDecision:
+    def decide(
+        self, attempt: int, error: BaseException, started: float, now: float | None = None
+    ) -> RetryDecision:
         """Decide after attempt number ``attempt`` (1-based) failed with ``error``.
 
         Args:
             attempt: how many attempts have been made, this one included.
             error: the exception the attempt raised.
             started: ``time.monotonic()`` of the first attempt.
+            now: the time of the failure on the clock of ``started``
+                (default ``time.monotonic()``), so a fake clock can be injected.
         """
         state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
         state.attempt_number = attempt
         state.start_time = started
-        state.outcome_timestamp = time.monotonic()
+        state.outcome_timestamp = time.monotonic() if now is None else now
         state.outcome = tenacity.Future.construct(attempt, error, True)
         if isinstance(error, PermanentError) or not self.retry(state) or self.stop(state):
             return RetryDecision(retry=False, delay=0.0)

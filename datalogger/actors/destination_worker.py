@@ -21,19 +21,17 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import time
-from collections import deque
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import attrs
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited, WakeupMessage
 
 from ..batcher import Batcher
 from ..config import DestinationSpec
+from ..core.delivery_queue import DeliveryJob, DeliveryQueue, DeliveryTimer
 from ..deadletters import DeadLetterStore
 from ..delivery import Attempt, DestinationHost, describe
-from ..isolation import RowIsolation
 from ..messages import (
     AttemptFailed,
     ChunkSettled,
@@ -57,37 +55,63 @@ PARENT_CHECK_EVERY = 2.0
 """Seconds between checks that the process that started this worker is still alive."""
 
 
-@attrs.define
-class Job:
-    """A chunk (or a batch of chunks) of one topic on its way to the destination."""
+class WorkerHooks:
+    """What the worker's :class:`DeliveryQueue` does at each step: the destination's
+    ``on_success`` / ``on_error``, the dead letters, and the reports to the supervisor."""
 
-    id: int
-    topic: str
-    seqs: tuple[int, ...]
-    rows: list[Any]
-    attempt: int = 0
-    """Attempts of what is sent now: the whole group, or the part being isolated."""
-    first_at: float = 0.0
-    started: float = 0.0
-    """``time.monotonic()`` of the first attempt of what is sent now (for the retry policy)."""
-    began: float = 0.0
-    """``time.monotonic()`` of the very first attempt (for the latency)."""
-    attempts: int = 0
-    """Attempts in all, parts included."""
-    isolation: RowIsolation | None = None
-    """Set once the group failed permanently: which rows fail on their own."""
-    part: list[int] | None = None
-    """While isolating: the indices of the rows sent now."""
-    error: BaseException | None = None
-    """The last error (passed to ``on_error``)."""
-    told: bool = False
-    """``on_error`` was called (a dead letter written again does not call it again)."""
+    def __init__(
+        self,
+        spec: DestinationSpec,
+        host: DestinationHost,
+        dead_letters: DeadLetterStore,
+        report: Callable[[Any], None],
+    ) -> None:
+        self.spec = spec
+        self.host = host
+        self.dead_letters = dead_letters
+        self.report = report
+        """Sends a message to the supervisor."""
+        self.queue: DeliveryQueue | None = None
+        """The queue these hooks serve (for the latency of a settled job)."""
 
-    def sending(self) -> list[Any]:
-        """The rows of the next attempt."""
-        if self.part is None:
-            return self.rows
-        return [self.rows[index] for index in self.part]
+    def delivered(self, job: DeliveryJob, result: Any, rows: list[Any]) -> str | None:
+        """Call ``on_success``."""
+        return self.host.on_success(result, rows, job.topic)
+
+    def retrying(self, job: DeliveryJob, error: BaseException, delay: float) -> None:
+        """Tell the supervisor (its status shows the failing destination)."""
+        self.report(
+            AttemptFailed(job.topic, self.spec.name, job.seqs, job.attempt, describe(error), delay)
+        )
+
+    def tell_error(self, job: DeliveryJob, error: BaseException | str, rows: list[Any]) -> None:
+        """Call ``on_error``."""
+        self.host.on_error(error, rows, job.topic)
+
+    def dead_letter(
+        self, job: DeliveryJob, rows: list[Any], errors: list[str], reason: str, now: float
+    ) -> bool:
+        """Write the dead letter; False (logged) if it cannot be written."""
+        try:
+            self.dead_letters.add(
+                job.topic, self.spec.name, rows, reason, job.attempts, job.first_at, now,
+                errors=errors,
+            )
+        except Exception as exc:
+            log.error(
+                "cannot write dead letter for %s/%s: %s", job.topic, self.spec.name, describe(exc)
+            )
+            return False
+        return True
+
+    def settled(self, job: DeliveryJob, delivered: int, dead: int, error: str | None) -> None:
+        """Send :class:`ChunkSettled` to the supervisor."""
+        latency = self.queue.latency(job) if self.queue is not None else 0.0
+        self.report(
+            ChunkSettled(
+                job.topic, self.spec.name, job.seqs, delivered, dead, job.attempts, latency, error
+            )
+        )
 
 
 class DestinationWorker(ActorTypeDispatcher):
@@ -103,16 +127,14 @@ class DestinationWorker(ActorTypeDispatcher):
         self.spec: DestinationSpec | None = None
         self.supervisor: Any = None
         self.host: DestinationHost | None = None
-        self.policy: RetryPolicy | None = None
-        self.dead_letters: DeadLetterStore | None = None
+        self.delivery: DeliveryQueue | None = None
+        """Jobs, attempts, retries, dead letters and settling (the plain delivery core)."""
         self.batchers: dict[str, Batcher] = {}
         """Topic -> its buffer (with ``buffer``): rows of two topics are never merged."""
-        self.queue: deque[Job] = deque()
-        self.waiting: dict[int, Job] = {}
-        self.senders: dict[int, tuple[Any, Job]] = {}
+        self.senders: dict[int, tuple[Any, DeliveryJob]] = {}
         self.exited: set[int] = set()
         self.ticking = False
-        self.ids = itertools.count(1)
+        self.tokens = itertools.count(1)
         self.parent_pid = os.getppid()
 
     # ------------------------------------------------------------------ setup
@@ -134,9 +156,16 @@ class DestinationWorker(ActorTypeDispatcher):
             log.error("worker for %s cannot start: %s", message.spec.name, describe(exc))
             self.send(self.myAddress, ActorExitRequest())
             return
-        self.spec, self.supervisor = message.spec, sender
-        self.host, self.policy, self.dead_letters = host, policy, dead_letters
+        self.spec, self.supervisor, self.host = message.spec, sender, host
+        hooks = WorkerHooks(message.spec, host, dead_letters, self._report)
+        self.delivery = hooks.queue = DeliveryQueue(policy, hooks, self._schedule)
         self.wakeupAfter(timedelta(seconds=PARENT_CHECK_EVERY), ("parent", 0))
+
+    def _report(self, message: Any) -> None:
+        self.send(self.supervisor, message)
+
+    def _schedule(self, delay: float, timer: DeliveryTimer) -> None:
+        self.wakeupAfter(timedelta(seconds=delay), timer)
 
     # ------------------------------------------------------------------ intake
     def _batcher(self, topic: str) -> Batcher | None:
@@ -178,19 +207,22 @@ class DestinationWorker(ActorTypeDispatcher):
                 self._enqueue(topic, tuple(batch.seqs), batch.rows)
 
     def _enqueue(self, topic: str, seqs: tuple[int, ...], rows: list[dict[str, Any]]) -> None:
-        self.queue.append(Job(next(self.ids), topic, seqs, rows))
-        assert self.spec is not None
-        if not self.spec.send_async and not self.ticking and len(self.queue) == 1:
+        assert self.spec is not None and self.delivery is not None
+        self.delivery.add(topic, seqs, rows)
+        if not self.spec.send_async and not self.ticking and len(self.delivery.ready) == 1:
             self._send_head()  # nothing waits: send now, no round trip through a tick
         else:
             self._pump()
 
     def _pump(self) -> None:
-        assert self.spec is not None
+        assert self.spec is not None and self.delivery is not None
         if self.spec.send_async:
-            while self.queue and len(self.senders) < self.spec.max_in_flight:
-                self._spawn(self.queue.popleft())
-        elif self.queue and not self.ticking:
+            while len(self.senders) < self.spec.max_in_flight:
+                job = self.delivery.next_job()
+                if job is None:
+                    break
+                self._spawn(job)
+        elif self.delivery.ready and not self.ticking:
             self.ticking = True
             self.send(self.myAddress, WorkerTick())
 
@@ -201,38 +233,30 @@ class DestinationWorker(ActorTypeDispatcher):
         self._send_head()
 
     def _send_head(self) -> None:
-        if not self.queue or self.host is None:
+        if self.host is None or self.delivery is None:
             return
-        job = self.queue.popleft()
-        self._begin(job)
+        job = self.delivery.next_job()
+        if job is None:
+            return
         attempt = self.host.send(job.sending(), job.topic)
         if not attempt.ok and not attempt.permanent:
             self.host.restart()
-        self._outcome(job, attempt)
+        self.delivery.outcome(job, attempt)
         self._pump()
 
-    def _begin(self, job: Job) -> None:
-        job.attempt += 1
-        job.attempts += 1
-        if job.attempt == 1:
-            job.started = time.monotonic()
-        if job.attempts == 1:
-            job.first_at = time.time()
-            job.began = job.started
-
     # ------------------------------------------------------------------ async sends
-    def _spawn(self, job: Job) -> None:
+    def _spawn(self, job: DeliveryJob) -> None:
         assert self.spec is not None
-        self._begin(job)
+        token = next(self.tokens)
         address = self.createActor(SendActor)
-        self.senders[job.id] = (address, job)
-        self.send(address, SendChunk(self.spec, job.topic, job.id, job.sending()))
+        self.senders[token] = (address, job)
+        self.send(address, SendChunk(self.spec, job.topic, token, job.sending()))
 
     def receiveMsg_SendOutcome(self, message: SendOutcome, sender: Any) -> None:
         """A SendActor reports its attempt."""
         entry = self.senders.pop(message.token, None)
         self.exited.discard(message.token)
-        if entry is None:
+        if entry is None or self.delivery is None:
             return
         _, job = entry
         error: BaseException | None = None
@@ -240,7 +264,7 @@ class DestinationWorker(ActorTypeDispatcher):
             error = message.error
         elif message.error is not None:
             error = RuntimeError(f"{message.error_type}: {message.error}")
-        self._outcome(
+        self.delivery.outcome(
             job,
             Attempt(
                 ok=message.ok,
@@ -262,123 +286,17 @@ class DestinationWorker(ActorTypeDispatcher):
                 self.wakeupAfter(timedelta(seconds=SEND_EXIT_GRACE), ("exited", token))
                 return
 
-    # ------------------------------------------------------------------ outcomes
-    def _outcome(self, job: Job, attempt: Attempt) -> None:
-        assert self.host is not None and self.policy is not None and self.spec is not None
-        sent = job.sending()
-        if attempt.ok:
-            problem = self.host.on_success(attempt.result, sent, job.topic)
-            if job.isolation is None:
-                self._settle(job, delivered=len(job.rows), dead=0, error=problem)
-                return
-            job.isolation.record(attempt)
-            self._isolate(job)
-            return
-        error = attempt.error or RuntimeError("unknown failure")
-        job.error = error
-        if not attempt.permanent and not self.policy.retryable(error):
-            attempt = attrs.evolve(attempt, permanent=True)  # the policy says: not transient
-        if attempt.permanent:
-            if job.isolation is None:
-                job.isolation = RowIsolation(len(job.rows))
-                job.isolation.start(attempt)
-            else:
-                job.isolation.record(attempt)
-            self._isolate(job)
-            return
-        decision = self.policy.decide(job.attempt, error, job.started)
-        if decision.retry:
-            self.waiting[job.id] = job
-            self.wakeupAfter(timedelta(seconds=decision.delay), ("retry", job.id))
-            self.send(
-                self.supervisor,
-                AttemptFailed(
-                    job.topic, self.spec.name, job.seqs, job.attempt, describe(error), decision.delay
-                ),
-            )
-            return
-        if job.isolation is None:  # a transient error that outlived its retries: all rows
-            self._give_up(job, dict.fromkeys(range(len(job.rows)), describe(error)), error)
-            return
-        job.isolation.abandon(describe(error))
-        self._isolate(job)
-
-    def _isolate(self, job: Job) -> None:
-        """Queue the next part of an isolating job first, or settle it when every row is judged."""
-        assert job.isolation is not None
-        part = job.isolation.next_part()
-        if part is not None:
-            job.part = part
-            job.attempt = 0
-            self.queue.appendleft(job)
-            return
-        job.part = None
-        dead = job.isolation.dead
-        if not dead:
-            self._settle(job, delivered=len(job.rows), dead=0, error=None)
-            return
-        self._give_up(job, dead, job.error or _summary([dead[index] for index in sorted(dead)]))
-
-    def _give_up(self, job: Job, dead: dict[int, str], error: BaseException | str) -> None:
-        """Dead-letter the rows ``dead`` names (index -> reason); the others were delivered."""
-        assert self.host is not None and self.spec is not None and self.dead_letters is not None
-        indices = sorted(dead)
-        bad = [job.rows[index] for index in indices]
-        errors = [dead[index] for index in indices]
-        if not job.told:
-            job.told = True
-            self.host.on_error(error, bad, job.topic)
-        reason = _summary(errors)
-        try:
-            self.dead_letters.add(
-                job.topic,
-                self.spec.name,
-                bad,
-                reason,
-                job.attempts,
-                job.first_at,
-                time.time(),
-                errors=errors,
-            )
-        except Exception as exc:
-            log.error(
-                "cannot write dead letter for %s/%s: %s", job.topic, self.spec.name, describe(exc)
-            )
-            # Keep the verdicts: only the writing of the letter is tried again.
-            if job.isolation is None:
-                job.isolation = RowIsolation(len(job.rows))
-                job.isolation.dead.update(dead)
-                job.isolation.delivered.extend(i for i in range(len(job.rows)) if i not in dead)
-            job.part = None
-            self.waiting[job.id] = job
-            self.wakeupAfter(timedelta(seconds=5), ("letter", job.id))
-            return
-        self._settle(job, delivered=len(job.rows) - len(bad), dead=len(bad), error=reason)
-
-    def _settle(self, job: Job, delivered: int, dead: int, error: str | None) -> None:
-        assert self.spec is not None
-        latency = time.monotonic() - job.began if job.began else 0.0
-        self.send(
-            self.supervisor,
-            ChunkSettled(job.topic, self.spec.name, job.seqs, delivered, dead, job.attempts, latency, error),
-        )
-
     # ------------------------------------------------------------------ timers
     def receiveMsg_WakeupMessage(self, message: WakeupMessage, sender: Any) -> None:
         """Retry timers, buffer timers, SendActor exit checks and the parent check."""
+        if isinstance(message.payload, DeliveryTimer):
+            if self.delivery is not None:
+                self.delivery.on_timer(message.payload)
+                self._pump()
+            return
         kind, value = message.payload
         if kind == "parent":
             self._check_parent()
-        elif kind == "retry":
-            job = self.waiting.pop(value, None)
-            if job is not None:
-                self.queue.appendleft(job)
-                self._pump()
-        elif kind == "letter":
-            job = self.waiting.pop(value, None)
-            if job is not None and job.isolation is not None:
-                self._isolate(job)  # every row is judged: this writes the letter again
-                self._pump()
         elif kind == "flush":
             topic, generation = value
             batcher = self.batchers.get(topic)
@@ -388,9 +306,9 @@ class DestinationWorker(ActorTypeDispatcher):
         elif kind == "exited" and value in self.exited:
             self.exited.discard(value)
             entry = self.senders.pop(value, None)
-            if entry is not None:
+            if entry is not None and self.delivery is not None:
                 crash = RuntimeError(f"SendActor for topic {entry[1].topic} exited without reporting")
-                self._outcome(entry[1], Attempt(ok=False, error=crash))
+                self.delivery.outcome(entry[1], Attempt(ok=False, error=crash))
                 self._pump()
 
     def _check_parent(self) -> None:
@@ -417,11 +335,3 @@ class DestinationWorker(ActorTypeDispatcher):
         """Anything else is logged, never fatal."""
         log.warning("DestinationWorker ignored %r", type(message).__name__)
 
-
-def _summary(errors: list[str]) -> str:
-    """One reason for a dead letter: the first row's error, and how many rows had others."""
-    first = errors[0] if errors else "rejected"
-    others = sum(1 for error in errors if error != first)
-    if others:
-        return f"{first} (and {others} rows with other errors)"
-    return first
