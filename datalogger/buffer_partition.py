@@ -13,9 +13,14 @@ is set). Every outcome is counted.
 
 When ``handle_flush`` raises :class:`~datalogger.exceptions.PermanentError`
 (or an error the retry policy does not retry), the values at fault are found
-as the delivery core finds bad rows (:func:`~datalogger.isolation.deliver_isolating`):
-the others are flushed, and only those go to ``handle_error`` and the dead
-letters, each with its own error.
+as for a destination (:class:`~datalogger.isolation.RowIsolation`): the others
+are flushed, and only those go to ``handle_error`` and the dead letters, each
+with its own error.
+
+Jobs, attempts, retry timers, isolation, dead-lettering and settling are the
+delivery core's (:class:`~datalogger.core.delivery_queue.DeliveryQueue`, the
+same state machine as a DestinationWorker's); this module adds the per-key
+buffers, the counters, the user's hooks and the sync-flush waiters.
 """
 
 from __future__ import annotations
@@ -25,17 +30,16 @@ import logging
 import re
 import time
 import zlib
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .batcher import Batcher
+from .core.delivery_queue import DeliveryJob, DeliveryQueue, DeliveryTimer
 from .deadletters import DeadLetterStore
 from .delivery import Attempt, classify_permanent, describe
 from .exceptions import InvalidData, PermanentError
-from .isolation import deliver_isolating
 from .messages import BufferSyncFlushed
 from .retry import RetryPolicy
 from .validation import pack
@@ -45,7 +49,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COUNTERS",
-    "FlushJob",
     "KeyBatcher",
     "Partition",
     "as_rows",
@@ -116,20 +119,6 @@ class KeyBatcher(Batcher):
 
 
 @attrs.define
-class FlushJob:
-    """One key's data on its way to ``handle_flush``."""
-
-    id: int
-    key: Any
-    data: list[Any]
-    attempt: int = 0
-    first_at: float = 0.0
-    started: float = 0.0
-    waiting: bool = False
-    """True while a retry timer is pending."""
-
-
-@attrs.define
 class _Waiter:
     token: int
     reply_to: Any
@@ -164,10 +153,15 @@ class Partition:
         self._schedule = schedule
         self._send = send
         self._buffers: dict[Any, tuple[int, KeyBatcher]] = {}
-        self._jobs: dict[Any, deque[FlushJob]] = {}
-        self._by_id: dict[int, FlushJob] = {}
+        self.delivery = DeliveryQueue(self.policy, self, self._schedule_delivery, ordered=True)
+        """The flush jobs: attempts, retries, isolation, dead letters, settling."""
+        self._results: dict[int, list[Any]] = {}
+        """Job id -> what its successful ``handle_flush`` calls returned."""
         self._waiters: list[_Waiter] = []
         self._ids = itertools.count(1)
+
+    def _schedule_delivery(self, delay: float, timer: DeliveryTimer) -> None:
+        self._schedule(delay, (timer.kind, timer))
 
     # ------------------------------------------------------------------ data in
     def insert(self, key: Any, values: list[Any]) -> None:
@@ -195,20 +189,15 @@ class Partition:
 
     def flush(self, key: Any = None) -> None:
         """Flush ``key`` (None: every key) now."""
-        for flushed in self._take(key):
-            self._run(flushed)
+        self._take(key)
+        self._run()
 
     def sync_flush(self, token: int, reply_to: Any, key: Any = None) -> None:
         """Flush like :meth:`flush`; send :class:`BufferSyncFlushed` once that data is settled."""
-        taken = self._take(key)
-        pending = {
-            job.id for k, queue in self._jobs.items() if key is None or k == key for job in queue
-        }
-        waiter = _Waiter(token, reply_to, pending)
-        self._waiters.append(waiter)
-        for flushed in taken:
-            self._run(flushed)
-        self._check_waiters()
+        self._take(key)
+        pending = {job.id for job in self.delivery.jobs() if key is None or job.topic == key}
+        self._waiters.append(_Waiter(token, reply_to, pending))
+        self._run()
 
     def on_timer(self, payload: Any) -> None:
         """A timer set through ``schedule`` went off."""
@@ -222,29 +211,23 @@ class Partition:
             if batch is not None:
                 del self._buffers[key]
                 self._submit(key, batch.rows)
-        elif kind == "retry":
-            job = self._by_id.get(payload[1])
-            if job is not None and job.waiting:
-                job.waiting = False
-                self._run(job.key)
+        elif isinstance(payload[1], DeliveryTimer):
+            self.delivery.on_timer(payload[1])
+            self._run()
 
     def close(self) -> None:
         """Last flush before the actor stops: one attempt each, no retry, then handle_error."""
         self._take(None)
-        for key in list(self._jobs):
-            queue = self._jobs.pop(key)
-            for job in queue:
-                job.waiting = False
-                self._attempt(job, final=True)
-        self._check_waiters()
+        self.delivery.last_attempts()
+        self._run()
 
     # ------------------------------------------------------------------ reports
     def dump(self, key: Any = None) -> dict[Any, list[Any]]:
         """Key -> values held: those waiting for a retry, then those buffered."""
         held: dict[Any, list[Any]] = {}
-        for k, queue in self._jobs.items():
-            if key is None or k == key:
-                held[k] = [value for job in queue for value in job.data]
+        for job in sorted(self.delivery.jobs(), key=lambda job: job.id):
+            if key is None or job.topic == key:
+                held.setdefault(job.topic, []).extend(_unsettled(job))
         for k, (_, batcher) in self._buffers.items():
             if key is None or k == key:
                 held.setdefault(k, []).extend(batcher.peek())
@@ -258,15 +241,13 @@ class Partition:
 
     def _retrying(self, key: Any = None) -> int:
         return sum(
-            len(job.data)
-            for k, queue in self._jobs.items()
-            if key is None or k == key
-            for job in queue
+            len(_unsettled(job)) for job in self.delivery.jobs() if key is None or job.topic == key
         )
 
     def info(self) -> dict[str, Any]:
         """Partition index, keys held, sizes, settings and counters."""
-        keys = list(self._jobs) + [key for key in self._buffers if key not in self._jobs]
+        retrying_keys = list(dict.fromkeys(job.topic for job in self.delivery.jobs()))
+        keys = retrying_keys + [key for key in self._buffers if key not in retrying_keys]
         retrying = self._retrying()
         retry = {
             name: (value if value is None or isinstance(value, (int, float)) else repr(value))
@@ -303,59 +284,78 @@ class Partition:
         return keys
 
     def _enqueue(self, key: Any, data: list[Any]) -> None:
-        job = FlushJob(next(self._ids), key, data)
-        self._by_id[job.id] = job
-        self._jobs.setdefault(key, deque()).append(job)
+        self.delivery.add(key, (), data)
 
     def _submit(self, key: Any, data: list[Any]) -> None:
         self._enqueue(key, data)
-        self._run(key)
+        self._run()
 
-    def _run(self, key: Any) -> None:
-        """Attempt ``key``'s jobs in order until one waits for a retry."""
-        queue = self._jobs.get(key)
-        while queue and not queue[0].waiting:
-            if not self._attempt(queue[0]):
-                break
-            queue.popleft()
-        if queue is not None and not queue:
-            del self._jobs[key]
+    def _run(self) -> None:
+        """Call handle_flush for every job ready (a key's in order) until each settles or waits."""
+        while (job := self.delivery.next_job()) is not None:
+            began = time.monotonic()
+            attempt = self._call(job.topic, job.sending())
+            self._check_slow(job, began)
+            if not attempt.ok and job.isolation is None:
+                self.counters["errors"] += 1
+            self.delivery.outcome(job, attempt)
         self._check_waiters()
 
-    def _attempt(self, job: FlushJob, final: bool = False) -> bool:
-        """Call handle_flush once; True when the job is settled, False when a retry waits."""
-        job.attempt += 1
-        if job.attempt == 1:
-            job.first_at = time.time()
-            job.started = time.monotonic()
-        began = time.monotonic()
-        attempt = self._call(job.key, job.data)
-        self._check_slow(job, began)
-        if attempt.ok:
-            self.counters["flushed"] += 1
-            self.counters["flushed_values"] += len(job.data)
-            self._settled(job, ok=True, result=attempt.result)
-            return True
-        error = attempt.error or RuntimeError("handle_flush failed")
-        self.counters["errors"] += 1
-        if attempt.permanent or not self.policy.retryable(error):
-            return self._isolate(job, attempt, final)
-        decision = self.policy.decide(job.attempt, error, job.started)
-        if decision.retry and not final:
-            job.waiting = True
-            self.counters["retried"] += 1
-            log.info(
-                "%s: flush of key %s failed (attempt %d: %s); retrying in %.2fs",
+    # ------------------------------------------------------------------ delivery hooks
+    def delivered(self, job: DeliveryJob, result: Any, rows: list[Any]) -> str | None:
+        """A handle_flush call went through: count it, keep its result for a sync flush."""
+        self.counters["flushed"] += 1
+        self.counters["flushed_values"] += len(rows)
+        self._results.setdefault(job.id, []).append(result)
+        return None
+
+    def retrying(self, job: DeliveryJob, error: BaseException, delay: float) -> None:
+        """Count and log a retry."""
+        self.counters["retried"] += 1
+        log.info(
+            "%s: flush of key %s failed (attempt %d: %s); retrying in %.2fs",
+            type(self.buffer).__name__,
+            short_repr(job.topic),
+            job.attempt,
+            describe(error),
+            delay,
+        )
+
+    def tell_error(self, job: DeliveryJob, error: BaseException | str, rows: list[Any]) -> None:
+        """Call handle_error for the values given up."""
+        self.counters["failed"] += 1
+        self.counters["failed_values"] += len(rows)
+        try:
+            self.buffer.handle_error(job.topic, list(rows), self.buffer.flush_meta)
+        except Exception as exc:
+            self.counters["error_handler_failed"] += 1
+            log.error(
+                "%s: handle_error for key %s raised %s",
                 type(self.buffer).__name__,
-                short_repr(job.key),
-                job.attempt,
-                describe(error),
-                decision.delay,
+                short_repr(job.topic),
+                describe(exc),
             )
-            self._schedule(decision.delay, ("retry", job.id))
-            return False
-        self._give_up(job, error)
+
+    def dead_letter(
+        self, job: DeliveryJob, rows: list[Any], errors: list[str], reason: str, now: float
+    ) -> bool:
+        """Write the dead letter, if ``dead_letter_dir`` is set (values it cannot write count as lost)."""
+        if self.dead_letters is not None:
+            self._dead_letter(job, rows, errors, now)
         return True
+
+    def settled(self, job: DeliveryJob, delivered: int, dead: int, error: str | None) -> None:
+        """Tell the sync-flush waiters."""
+        results = self._results.pop(job.id, [])
+        ok = dead == 0
+        result = results[0] if len(results) == 1 else results
+        for waiter in self._waiters:
+            if job.id in waiter.pending:
+                waiter.pending.discard(job.id)
+                if ok:
+                    waiter.results.append(result)
+                else:
+                    waiter.failed += 1
 
     def _call(self, key: Any, data: list[Any]) -> Attempt:
         """One call of handle_flush, its exception turned into an :class:`Attempt`."""
@@ -367,39 +367,7 @@ class Partition:
             return Attempt(ok=False, error=exc, permanent=not self.policy.retryable(exc))
         return Attempt(ok=True, result=result)
 
-    def _isolate(self, job: FlushJob, first: Attempt, final: bool) -> bool:
-        """A permanent failure: flush what goes, give up only the values that fail alone."""
-        outcome = deliver_isolating(
-            lambda part: self._call(job.key, part), job.data, first=first
-        )
-        if outcome.delivered:
-            self.counters["flushed"] += len(outcome.results)
-            self.counters["flushed_values"] += len(outcome.delivered)
-        results = list(outcome.results)
-        if outcome.dead:
-            dead = sorted(outcome.dead)
-            self._give_up_values(
-                job, [job.data[i] for i in dead], [outcome.dead[i] for i in dead]
-            )
-        transient = outcome.transient or RuntimeError("handle_flush failed")
-        decision = self.policy.decide(job.attempt, transient, job.started)
-        if outcome.pending and decision.retry and not final:
-            # a transient failure while isolating: the values not judged yet are retried
-            job.data = [job.data[i] for i in outcome.pending]
-            job.waiting = True
-            self.counters["retried"] += 1
-            self._schedule(decision.delay, ("retry", job.id))
-            return False
-        if outcome.pending:
-            self._give_up_values(
-                job, [job.data[i] for i in outcome.pending],
-                [describe(transient)] * len(outcome.pending),
-            )
-        self._settled(job, ok=not outcome.dead and not outcome.pending,
-                      result=results[0] if len(results) == 1 else results)
-        return True
-
-    def _check_slow(self, job: FlushJob, began: float) -> None:
+    def _check_slow(self, job: DeliveryJob, began: float) -> None:
         limit = self.buffer.flush_timeout
         elapsed = time.monotonic() - began
         if limit is not None and elapsed > limit:
@@ -407,40 +375,21 @@ class Partition:
             log.warning(
                 "%s: handle_flush for key %s took %.2fs (flush_timeout %.2fs)",
                 type(self.buffer).__name__,
-                short_repr(job.key),
+                short_repr(job.topic),
                 elapsed,
                 limit,
             )
 
-    def _give_up(self, job: FlushJob, error: BaseException) -> None:
-        self._give_up_values(job, list(job.data), [describe(error)] * len(job.data))
-        self._settled(job, ok=False)
-
-    def _give_up_values(self, job: FlushJob, values: list[Any], errors: list[str]) -> None:
-        """handle_error, then the dead letters (if configured), for ``values`` of ``job``."""
-        name = type(self.buffer).__name__
-        self.counters["failed"] += 1
-        self.counters["failed_values"] += len(values)
-        try:
-            self.buffer.handle_error(job.key, list(values), self.buffer.flush_meta)
-        except Exception as exc:
-            self.counters["error_handler_failed"] += 1
-            log.error(
-                "%s: handle_error for key %s raised %s", name, short_repr(job.key), describe(exc)
-            )
-        if self.dead_letters is not None:
-            self._dead_letter(job, values, errors)
-
-    def _dead_letter(self, job: FlushJob, values: list[Any], errors: list[str]) -> None:
+    def _dead_letter(self, job: DeliveryJob, values: list[Any], errors: list[str], now: float) -> None:
         assert self.dead_letters is not None
         name = type(self.buffer).__name__
-        topic = safe_key_name(job.key)
-        reason = f"key {short_repr(job.key)}: {errors[0] if errors else 'failed'}"
+        topic = safe_key_name(job.topic)
+        reason = f"key {short_repr(job.topic)}: {errors[0] if errors else 'failed'}"
         rows = as_rows(values)
         for attempt_rows in (rows, [{"value": repr(value)} for value in values]):
             try:
                 self.dead_letters.add(
-                    topic, name, attempt_rows, reason, job.attempt, job.first_at, time.time(),
+                    topic, name, attempt_rows, reason, job.attempts, job.first_at, now,
                     errors=errors,
                 )
             except InvalidData:
@@ -449,23 +398,13 @@ class Partition:
                 log.error(
                     "%s: cannot write dead letter for key %s: %s",
                     name,
-                    short_repr(job.key),
+                    short_repr(job.topic),
                     describe(exc),
                 )
                 break
             self.counters["dead_lettered"] += len(values)
             return
         self.counters["lost"] += len(values)
-
-    def _settled(self, job: FlushJob, ok: bool, result: Any = None) -> None:
-        self._by_id.pop(job.id, None)
-        for waiter in self._waiters:
-            if job.id in waiter.pending:
-                waiter.pending.discard(job.id)
-                if ok:
-                    waiter.results.append(result)
-                else:
-                    waiter.failed += 1
 
     def _check_waiters(self) -> None:
         done = [waiter for waiter in self._waiters if not waiter.pending]
@@ -477,6 +416,14 @@ class Partition:
                 waiter.reply_to,
                 BufferSyncFlushed(waiter.token, self.index, waiter.results, waiter.failed),
             )
+
+
+def _unsettled(job: DeliveryJob) -> list[Any]:
+    """The values of ``job`` not yet flushed nor given up."""
+    if job.isolation is None:
+        return list(job.rows)
+    judged = set(job.isolation.delivered) | set(job.isolation.dead)
+    return [value for index, value in enumerate(job.rows) if index not in judged]
 
 
 def as_rows(values: list[Any]) -> list[dict[str, Any]]:

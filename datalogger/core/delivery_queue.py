@@ -63,7 +63,8 @@ class DeliveryJob:
     """Rows of one topic (or key) on their way to the destination."""
 
     id: int
-    topic: str
+    topic: Any
+    """The topic (for a DataBuffer: the key)."""
     seqs: tuple[int, ...]
     rows: list[Any]
     attempt: int = 0
@@ -126,6 +127,8 @@ class DeliveryQueue:
             ``timer`` after ``delay`` seconds.
         now: a monotonic clock (seconds).
         wall: the wall clock (seconds since the epoch), for dead letters.
+        ordered: while a job of a topic waits for its retry, later jobs of that
+            topic wait too (a DataBuffer key's data is handed over in order).
     """
 
     def __init__(
@@ -135,6 +138,7 @@ class DeliveryQueue:
         schedule: Schedule,
         now: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        ordered: bool = False,
     ) -> None:
         self.policy = policy
         self.hooks = hooks
@@ -145,6 +149,9 @@ class DeliveryQueue:
         """Jobs whose next attempt may go now, in order."""
         self.waiting: dict[int, DeliveryJob] = {}
         """Jobs waiting on a timer (a retry, or a letter written again)."""
+        self.ordered = ordered
+        self.final = False
+        """Set by :meth:`last_attempts`: a transient failure is given up, not retried."""
         self._ids = itertools.count(1)
 
     def __len__(self) -> int:
@@ -170,7 +177,14 @@ class DeliveryQueue:
         """
         if not self.ready:
             return None
-        job = self.ready.popleft()
+        if self.ordered and self.waiting:
+            blocked = {job.topic for job in self.waiting.values()}
+            job = next((job for job in self.ready if job.topic not in blocked), None)
+            if job is None:
+                return None
+            self.ready.remove(job)
+        else:
+            job = self.ready.popleft()
         job.attempt += 1
         job.attempts += 1
         if job.attempt == 1:
@@ -189,6 +203,12 @@ class DeliveryQueue:
             self.ready.appendleft(job)
         elif job.isolation is not None:
             self._isolate(job)  # every row is judged: this writes the letter again
+
+    def last_attempts(self) -> None:
+        """Before the owner stops: every job is ready now and gets no retry after a failure."""
+        self.final = True
+        for job_id in sorted(self.waiting, reverse=True):
+            self.ready.appendleft(self.waiting.pop(job_id))
 
     # ------------------------------------------------------------------ outcomes
     def outcome(self, job: DeliveryJob, attempt: Attempt) -> None:
@@ -215,7 +235,7 @@ class DeliveryQueue:
             self._isolate(job)
             return
         decision = self.policy.decide(job.attempt, error, job.started, self._now())
-        if decision.retry:
+        if decision.retry and not self.final:
             self.waiting[job.id] = job
             self._schedule(decision.delay, DeliveryTimer("retry", job.id))
             self.hooks.retrying(job, error, decision.delay)

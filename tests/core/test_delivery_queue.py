@@ -161,3 +161,38 @@ def test_latency_and_dead_letter_times_come_from_the_injected_clocks() -> None:
     assert job.first_at == 100.0 and job.began == 100.0
     h.advance(1.0)
     assert h.queue.latency(job) == 1.0
+
+
+def test_ordered_jobs_of_a_retrying_topic_wait_their_turn_other_topics_flow() -> None:
+    h = Harness(max_attempts=3)
+    h.queue.ordered = True
+    h.queue.add("a", (1,), ["a1"])
+    h.queue.add("a", (2,), ["a2"])
+    h.queue.add("b", (3,), ["b1"])
+    failing = {"a1"}
+    sent: list[list[Any]] = []
+
+    def send(rows: list[Any]) -> Attempt:
+        sent.append(list(rows))
+        if rows[0] in failing:
+            return Attempt(ok=False, error=OSError("down"))
+        return Attempt(ok=True)
+
+    h.run(send)
+    assert sent == [["a1"], ["b1"]]  # a2 waits behind a1
+    failing.clear()
+    h.advance(1.0)
+    h.run(send)
+    assert sent[2:] == [["a1"], ["a2"]]
+
+
+def test_last_attempts_give_every_job_one_try_and_no_retry() -> None:
+    h = Harness(max_attempts=5)
+    h.queue.add("a", (1,), ["a1"])
+    h.run(lambda rows: Attempt(ok=False, error=OSError("down")))
+    assert len(h.queue.waiting) == 1
+    h.queue.add("b", (2,), ["b1"])
+    h.queue.last_attempts()
+    h.run(lambda rows: Attempt(ok=rows == ["b1"], error=None if rows == ["b1"] else OSError("x")))
+    assert h.hooks.letters == [(["a1"], ["OSError: x"], "OSError: x")]
+    assert len(h.queue) == 0
