@@ -8,10 +8,10 @@ through is delivered. One bad row among ``n`` costs about ``2·log2(n)`` extra
 attempts.
 
 :class:`RowIsolation` is the plain state machine: it says which part to send
-next and takes the outcome of each attempt. The DestinationWorker runs it
-one attempt per message (so the worker stays responsive), and
-:func:`deliver_isolating` runs it in a loop (``datalogger replay``, DataBuffer
-partitions).
+next and takes the outcome of each attempt. The delivery core
+(:class:`~datalogger.core.delivery_queue.DeliveryQueue`, behind the
+DestinationWorker and the DataBuffer partitions) runs it one attempt at a time,
+and :func:`deliver_isolating` runs it in a loop (``datalogger replay``).
 
 How it stays cheap when many rows are bad:
 

@@ -14,6 +14,11 @@ per message, the good rows are delivered and only the rows that fail on their
 own are dead-lettered, each with its own error.
 
 With ``send_async`` every attempt runs in its own short-lived SendActor.
+
+Jobs, attempts, retry timers, isolation, dead letters and settling are the
+plain :class:`~datalogger.core.delivery_queue.DeliveryQueue`'s (the same one a
+DataBuffer partition runs); this actor takes chunks in, makes the attempts it
+asks for and sends what its :class:`WorkerHooks` report.
 """
 
 from __future__ import annotations
