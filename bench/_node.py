@@ -15,7 +15,7 @@ import psutil
 from thespian.actors import InvalidActorAddress
 
 import datalogger
-from datalogger.influx_client import InfluxHTTP, series_rows
+from datalogger.destinations.influx_client import InfluxHTTP, series_rows
 
 from ._common import INFLUX_HOST, INFLUX_PORT, POSTGRES_DSN, RssSampler, free_port
 

@@ -3,7 +3,7 @@
 ``ours``: ``dl.log(topic, chunk)`` per chunk (InfluxDB destination, v1 HTTP,
 ``sensor`` as tag), then ``dl.flush()``. ``http``: the same chunks encoded
 with :func:`datalogger.lineprotocol.encode_rows` and POSTed to ``/write`` by
-:class:`datalogger.influx_client.InfluxHTTP` (one keep-alive connection), one
+:class:`datalogger.destinations.influx_client.InfluxHTTP` (one keep-alive connection), one
 request per chunk. Each round writes a fresh measurement; the points are
 counted with ``SELECT count(i)`` at the end.
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 
-from datalogger.influx_client import InfluxHTTP
+from datalogger.destinations.influx_client import InfluxHTTP
 from datalogger.lineprotocol import encode_rows
 
 from ._common import Metrics, Mode, Result, RssSampler, Target, alternate, check_count, medians_of, ratio

@@ -263,11 +263,9 @@ def stats_table(stats: dict[str, Any]) -> Table:
     for column in columns:
         table.add_column(column.replace("_", " "), justify="right")
     table.add_column("last error")
-    topics = stats.get("topics") or {}
-    summary = stats.get("summary") or {}
-    if not topics and summary.get("topics"):  # too many topics: their sums per destination
-        topics = {f"({summary['topics']} topics)": summary.get("destinations") or {}}
-    for topic, destinations in topics.items():
+    from .dashboard.pipeline import per_topic
+
+    for topic, destinations in per_topic(stats).items():
         for name, counters in destinations.items():
             table.add_row(
                 topic,

@@ -49,6 +49,7 @@ __all__ = [
     "RetrySettings",
     "SecuritySettings",
     "WalSettings",
+    "default_of",
     "load_config",
     "resolve_class",
 ]
@@ -63,103 +64,81 @@ DESTINATION_TYPES: dict[str, str] = {
     "influxdb": "datalogger.destinations.influxdb:InfluxDBDestination",
 }
 
-#: Top-level options: name -> (default, description).
-TOP_LEVEL_OPTIONS: dict[str, tuple[Any, str]] = {
-    "data_dir": (
-        ".datalogger",
-        "Directory for dead letters, the write-ahead log and the node's secret (`secret`).",
-    ),
-    "log_timeout": (30.0, "Seconds `log()` waits for the node to accept a chunk."),
+#: Top-level options: name -> description (defaults: the fields of :class:`Config`).
+_TOP_LEVEL_DOCS: dict[str, str] = {
+    "data_dir": "Directory for dead letters, the write-ahead log and the node's secret (`secret`).",
+    "log_timeout": "Seconds `log()` waits for the node to accept a chunk.",
     "connect_timeout": (
-        2.0,
-        "Seconds a handle's call may take to get a message to the node; a blocking call raises"
-        " `NotRunning` when the node cannot be reached within it.",
+        "Seconds a handle's call may take to get a message to the node; a blocking call raises "
+        "`NotRunning` when the node cannot be reached within it."
     ),
     "client_buffer_rows": (
-        100_000,
-        "Rows `log_nowait()`, `broadcast()`, the middleware and the logging handler keep in the"
-        " application's memory while the node is away (and events, separately); beyond them rows"
-        " go to `spool_dir`, or are dropped and counted.",
+        "Rows `log_nowait()`, `broadcast()`, the middleware and the logging handler keep in the "
+        "application's memory while the node is away (and events, separately); beyond them rows go to "
+        "`spool_dir`, or are dropped and counted."
     ),
     "spool_dir": (
-        None,
-        "Directory where a handle keeps on disk the rows it could not send yet; they survive a"
-        " restart of the application and are sent, in order, when the node is back.",
+        "Directory where a handle keeps on disk the rows it could not send yet; they survive a restart of"
+        " the application and are sent, in order, when the node is back."
     ),
     "spool_max_bytes": (
-        1 << 30,
-        "Most bytes one process keeps in `spool_dir`; beyond them (or on a full disk) rows wait in"
-        " memory, then are dropped and counted.",
+        "Most bytes one process keeps in `spool_dir`; beyond them (or on a full disk) rows wait in "
+        "memory, then are dropped and counted."
     ),
     "shutdown_timeout": (
-        10.0,
-        "Seconds shutdown waits for buffers to be delivered; what is left stays in the"
-        " write-ahead log for the next start.",
+        "Seconds shutdown waits for buffers to be delivered; what is left stays in the write-ahead log "
+        "for the next start."
     ),
     "max_topic_supervisors": (
-        "2 x cores (at least 4)",
-        "Most TopicSupervisors (each with a worker process per destination) the node runs, besides"
-        " those of `isolate`d topics. The first topics get one each, as many as this minus the"
-        " shared pool (a quarter of it, at least 1); further topics share the pool, placed by a"
-        " stable hash of their name. See docs/concepts.md for what a shared topic keeps.",
+        "Most TopicSupervisors (each with a worker process per destination) the node runs, besides those "
+        "of `isolate`d topics. The first topics get one each, as many as this minus the shared pool (a "
+        "quarter of it, at least 1); further topics share the pool, placed by a stable hash of their "
+        "name. See docs/concepts.md for what a shared topic keeps."
     ),
     "isolate": (
-        [],
-        'Topics that always get a TopicSupervisor of their own: names, or prefixes ending in `*`'
-        ' (`"billing.*"`).',
+        "Topics that always get a TopicSupervisor of their own: names, or prefixes ending in `*` "
+        '(`"billing.*"`).'
     ),
     "idle_after": (
-        600.0,
-        "Seconds after which a topic with nothing unsettled and no new chunk releases its state and"
-        " open files (a dedicated TopicSupervisor left with no topic exits, its processes with it);"
-        " it comes back on its next chunk with its log and watermarks. 0 keeps topics forever.",
+        "Seconds after which a topic with nothing unsettled and no new chunk releases its state and open "
+        "files (a dedicated TopicSupervisor left with no topic exits, its processes with it); it comes "
+        "back on its next chunk with its log and watermarks. 0 keeps topics forever."
     ),
-    "destinations": ({}, "Required. Table of destinations, keyed by a name of your choice."),
-    "health_failing_after": (
-        60.0,
-        "Seconds a destination may keep failing before `datalogger health` reports it.",
-    ),
-    "wal": ({}, "Write-ahead log table; see `WalSettings`."),
-    "cluster": ({}, "Distributed-mode table; see `ClusterSettings`."),
-    "process_status": ({}, "Process-status storage table; see `ProcessStatusSettings`."),
-    "dashboard": ({}, "Web dashboard table (`datalogger dashboard`); see `DashboardSettings`."),
-    "security": ({}, "Signed frames and secret files; see `SecuritySettings` and docs/security.md."),
+    "destinations": "Required. Table of destinations, keyed by a name of your choice.",
+    "health_failing_after": "Seconds a destination may keep failing before `datalogger health` reports it.",
+    "wal": "Write-ahead log table; see `WalSettings`.",
+    "cluster": "Distributed-mode table; see `ClusterSettings`.",
+    "process_status": "Process-status storage table; see `ProcessStatusSettings`.",
+    "dashboard": "Web dashboard table (`datalogger dashboard`); see `DashboardSettings`.",
+    "security": "Signed frames and secret files; see `SecuritySettings` and docs/security.md.",
 }
 
-#: Framework options every destination table may hold: name -> (default, description).
-DESTINATION_OPTIONS: dict[str, tuple[Any, str]] = {
-    "type": (None, "Short name of a built-in destination, or `package.module:Class`. Required."),
-    "prefix": (None, "Only topics starting with this prefix go to this destination."),
-    "send_async": (False, "Send every chunk from its own short-lived `SendActor`."),
-    "max_in_flight": (4, "With `send_async`, how many `SendActor`s may run at once."),
-    "retry": ({}, "Retry policy table; see `RetrySettings`."),
-    "buffer": (
-        None,
-        "Batching table (`max_size`, `interval`, `jitter`); none means send chunks as they come.",
-    ),
+#: Framework options every destination table may hold: name -> description
+#: (defaults: :class:`DestinationSpec`).
+_DESTINATION_DOCS: dict[str, str] = {
+    "type": "Short name of a built-in destination, or `package.module:Class`. Required.",
+    "prefix": "Only topics starting with this prefix go to this destination.",
+    "send_async": "Send every chunk from its own short-lived `SendActor`.",
+    "max_in_flight": "With `send_async`, how many `SendActor`s may run at once.",
+    "retry": "Retry policy table; see `RetrySettings`.",
+    "buffer": "Batching table (`max_size`, `interval`, `jitter`); none means send chunks as they come.",
     "max_buffered_rows": (
-        200_000,
-        "Rows held in memory for this destination before `overflow` applies (about 0.75 KB a row"
-        " while a backlog lasts). A chunk is never split: one larger than this is taken whole when"
-        " nothing else is held. The default holds a bulk load of 200,000 rows into a server that"
-        " keeps up without reading any back from the write-ahead log.",
+        "Rows held in memory for this destination before `overflow` applies (about 0.75 KB a row while a "
+        "backlog lasts). A chunk is never split: one larger than this is taken whole when nothing else is"
+        " held. The default holds a bulk load of 200,000 rows into a server that keeps up without reading"
+        " any back from the write-ahead log."
     ),
     "overflow": (
-        "spill",
-        "`spill`: rows over `max_buffered_rows` stay only in the write-ahead log (which holds"
-        " every row anyway) and are read back from it, in order, when there is room; `block` the"
-        " caller; or `drop_oldest` (counted).",
+        "`spill`: rows over `max_buffered_rows` stay only in the write-ahead log (which holds every row "
+        "anyway) and are read back from it, in order, when there is room; `block` the caller; or "
+        "`drop_oldest` (counted)."
     ),
-    "block_timeout": (
-        10.0,
-        'With `overflow = "block"`, seconds `log()` waits before raising `Backpressure`.',
-    ),
-    "requires": ([], "Capabilities a node must have to run this destination's workers (distributed mode)."),
+    "block_timeout": 'With `overflow = "block"`, seconds `log()` waits before raising `Backpressure`.',
+    "requires": "Capabilities a node must have to run this destination's workers (distributed mode).",
     "linger": (
-        0.2,
-        "Seconds after one hand-over to this destination's worker before the next; chunks logged"
-        " meanwhile go as one group. The first chunk after a quiet spell, a group of 10,000 rows or"
-        " of half `max_buffered_rows`, and `flush()` go at once; 0 hands every chunk over at once.",
+        "Seconds after one hand-over to this destination's worker before the next; chunks logged "
+        "meanwhile go as one group. The first chunk after a quiet spell, a group of 10,000 rows or of "
+        "half `max_buffered_rows`, and `flush()` go at once; 0 hands every chunk over at once."
     ),
 }
 
@@ -349,7 +328,9 @@ class Config:
     cluster: ClusterSettings = ClusterSettings()
     dashboard: DashboardSettings = DashboardSettings()
     security: SecuritySettings = SecuritySettings()
-    max_topic_supervisors: int = attrs.field(factory=lambda: default_max_topic_supervisors())
+    max_topic_supervisors: int = attrs.field(
+        factory=lambda: default_max_topic_supervisors(), metadata={"shown": "2 x cores (at least 4)"}
+    )
     isolate: tuple[str, ...] = ()
     idle_after: float = 600.0
 
@@ -380,6 +361,46 @@ class Config:
     def rows_only(self, topic: str) -> bool:
         """True when a destination of ``topic`` stores rows (dicts) only."""
         return any(spec.rows_only for spec in self.destinations_for(topic))
+
+
+def default_of(cls: type, name: str) -> Any:
+    """The default of the attrs field ``name`` of ``cls``: the one place config defaults are written.
+
+    Raises:
+        KeyError: ``cls`` has no such field, or it has no default.
+    """
+    default: Any = attrs.fields_dict(cls)[name].default
+    if default is attrs.NOTHING:
+        raise KeyError(f"{cls.__name__}.{name} has no default")
+    factory = getattr(default, "factory", None) if isinstance(default, attrs.Factory) else None  # type: ignore[arg-type]
+    return factory() if factory is not None else default
+
+
+def _shown_defaults(cls: type, docs: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """``name -> (default as written in a config file, description)`` for the options of ``docs``."""
+    fields = attrs.fields_dict(cls)
+    shown: dict[str, tuple[Any, str]] = {}
+    for name, description in docs.items():
+        field = fields[name]
+        if "shown" in field.metadata:
+            default: Any = field.metadata["shown"]
+        elif field.default is attrs.NOTHING:  # required: a table, or a type name
+            default = {} if name == "destinations" else None
+        else:
+            default = default_of(cls, name)
+            if attrs.has(type(default)):
+                default = {}  # a settings table: every field at its own default
+            elif isinstance(default, tuple):
+                default = list(default)
+        shown[name] = (default, description)
+    return shown
+
+
+#: Top-level options: name -> (default, description); the defaults are :class:`Config`'s.
+TOP_LEVEL_OPTIONS: dict[str, tuple[Any, str]] = _shown_defaults(Config, _TOP_LEVEL_DOCS)
+#: Framework options of a destination table: name -> (default, description); the defaults are
+#: :class:`DestinationSpec`'s.
+DESTINATION_OPTIONS: dict[str, tuple[Any, str]] = _shown_defaults(DestinationSpec, _DESTINATION_DOCS)
 
 
 def resolve_class(type_name: str) -> type:
@@ -443,6 +464,16 @@ def _settings(cls: type, where: str, raw: Any) -> Any:
     return cls(**raw)
 
 
+def _top_number(raw: Mapping[str, Any], name: str, minimum: float = 0.0) -> Any:
+    """The number ``raw[name]``, or :class:`Config`'s default, checked against ``minimum``."""
+    return _number(name, raw.get(name, default_of(Config, name)), minimum=minimum)
+
+
+def _option(where: str, framework: Mapping[str, Any], name: str, minimum: float = 0.0) -> Any:
+    """The number ``framework[name]``, or :class:`DestinationSpec`'s default, checked."""
+    return _number(f"{where}.{name}", framework.get(name, default_of(DestinationSpec, name)), minimum=minimum)
+
+
 def _number(where: str, value: Any, *, minimum: float = 0.0) -> Any:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
         raise ConfigError(f"{where} must be a number >= {minimum:g}, not {value!r}")
@@ -467,10 +498,10 @@ def _destination(name: str, raw: Any) -> DestinationSpec:
     prefix = framework.get("prefix")
     if prefix is not None and (not isinstance(prefix, str) or not prefix):
         raise ConfigError(f"{where}.prefix must be a non-empty string, not {prefix!r}")
-    overflow = framework.get("overflow", "spill")
+    overflow = framework.get("overflow", default_of(DestinationSpec, "overflow"))
     if overflow not in OVERFLOW_POLICIES:
         raise ConfigError(f"{where}.overflow must be one of {', '.join(OVERFLOW_POLICIES)}, not {overflow!r}")
-    send_async = framework.get("send_async", False)
+    send_async = framework.get("send_async", default_of(DestinationSpec, "send_async"))
     if not isinstance(send_async, bool):
         raise ConfigError(f"{where}.send_async must be true or false, not {send_async!r}")
     return DestinationSpec(
@@ -479,16 +510,16 @@ def _destination(name: str, raw: Any) -> DestinationSpec:
         options=options,
         prefix=prefix,
         send_async=send_async,
-        max_in_flight=int(_number(f"{where}.max_in_flight", framework.get("max_in_flight", 4), minimum=1)),
+        max_in_flight=int(_option(where, framework, "max_in_flight", minimum=1)),
         retry=_settings(RetrySettings, f"{where}.retry", framework.get("retry", {})),
         buffer=_settings(BufferSettings, f"{where}.buffer", framework.get("buffer")),
-        max_buffered_rows=int(
-            _number(f"{where}.max_buffered_rows", framework.get("max_buffered_rows", 200_000), minimum=1)
-        ),
+        max_buffered_rows=int(_option(where, framework, "max_buffered_rows", minimum=1)),
         overflow=overflow,
-        block_timeout=float(_number(f"{where}.block_timeout", framework.get("block_timeout", 10.0))),
-        requires=_strings(f"{where}.requires", framework.get("requires", [])),
-        linger=float(_number(f"{where}.linger", framework.get("linger", 0.2))),
+        block_timeout=float(_option(where, framework, "block_timeout")),
+        requires=_strings(
+            f"{where}.requires", framework.get("requires", default_of(DestinationSpec, "requires"))
+        ),
+        linger=float(_option(where, framework, "linger")),
         rows_only=not bool(getattr(cls, "takes_any_data", False)),
         log_time=_log_time(where, cls, options),
     )
@@ -602,7 +633,7 @@ def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | No
     destinations_raw = raw.get("destinations", {})
     if not isinstance(destinations_raw, Mapping) or not destinations_raw:
         raise ConfigError("config has no destinations: add at least one [destinations.NAME] table")
-    data_dir = raw.get("data_dir", ".datalogger")
+    data_dir = raw.get("data_dir", default_of(Config, "data_dir"))
     if not isinstance(data_dir, (str, os.PathLike)):
         raise ConfigError(f"data_dir must be a path, not {data_dir!r}")
     wal = _settings(WalSettings, "wal", raw.get("wal", {}))
@@ -636,24 +667,16 @@ def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | No
         cluster=cluster,
         dashboard=dashboard,
         security=security,
-        health_failing_after=float(_number("health_failing_after", raw.get("health_failing_after", 60.0))),
-        log_timeout=float(_number("log_timeout", raw.get("log_timeout", 30.0))),
-        shutdown_timeout=float(_number("shutdown_timeout", raw.get("shutdown_timeout", 10.0))),
-        connect_timeout=float(_number("connect_timeout", raw.get("connect_timeout", 2.0), minimum=0.01)),
-        client_buffer_rows=int(
-            _number("client_buffer_rows", raw.get("client_buffer_rows", 100_000), minimum=1)
-        ),
+        health_failing_after=float(_top_number(raw, "health_failing_after")),
+        log_timeout=float(_top_number(raw, "log_timeout")),
+        shutdown_timeout=float(_top_number(raw, "shutdown_timeout")),
+        connect_timeout=float(_top_number(raw, "connect_timeout", minimum=0.01)),
+        client_buffer_rows=int(_top_number(raw, "client_buffer_rows", minimum=1)),
         spool_dir=os.path.abspath(os.fspath(spool_dir)) if spool_dir is not None else None,
-        spool_max_bytes=int(_number("spool_max_bytes", raw.get("spool_max_bytes", 1 << 30), minimum=1)),
-        max_topic_supervisors=int(
-            _number(
-                "max_topic_supervisors",
-                raw.get("max_topic_supervisors", default_max_topic_supervisors()),
-                minimum=2,
-            )
-        ),
-        isolate=_isolate(raw.get("isolate", [])),
-        idle_after=float(_number("idle_after", raw.get("idle_after", 600.0))),
+        spool_max_bytes=int(_top_number(raw, "spool_max_bytes", minimum=1)),
+        max_topic_supervisors=int(_top_number(raw, "max_topic_supervisors", minimum=2)),
+        isolate=_isolate(raw.get("isolate", default_of(Config, "isolate"))),
+        idle_after=float(_top_number(raw, "idle_after")),
     )
 
 

@@ -91,6 +91,27 @@ def test_a_tampered_frame_is_dropped(state: Any) -> None:
     assert "bad signature" in refused(bytes(mac_flipped))
 
 
+@pytest.mark.parametrize("packet", ["ACK", "ACK+DATAERR"])
+def test_acknowledgements_are_recognised_whole_and_only_when_signed_with_this_secret(
+    state: Any, packet: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thespian's two acknowledgements skip the MAC and the unpickler when they are exactly the
+    frames this secret makes; the same bytes with one byte changed, or signed with another
+    secret, take the full check and are refused."""
+    signed = frame(packet)
+    opened: list[bytes] = []
+    real_open = security._open
+    monkeypatch.setattr(security, "_open", lambda data: opened.append(data) or real_open(data))
+    assert security.SERIALIZER.loads(signed) == packet
+    assert opened == []  # recognised whole: no MAC computed, nothing unpickled
+    tampered = bytearray(signed)
+    tampered[10] ^= 1
+    assert "bad signature" in refused(bytes(tampered))
+    assert "unknown secret" in refused(frame(packet, OTHER))
+    assert len(opened) == 2
+    assert security.rejections()["rejected_frames"] == 2
+
+
 def test_truncated_frames_are_dropped(state: Any) -> None:
     good = frame({"a": 1})
     for cut in (4, 8, security.HEADER - 1):

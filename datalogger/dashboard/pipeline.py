@@ -25,7 +25,7 @@ from ..deadletters import DeadLetterSummary
 from ..health import find_problems
 from ..lane import COUNTER_NAMES
 
-__all__ = ["CLIENT_KEYS", "LANE_NUMBERS", "OPTIONAL_LANE_KEYS", "pipeline_view", "render_narrow"]
+__all__ = ["CLIENT_KEYS", "LANE_NUMBERS", "OPTIONAL_LANE_KEYS", "per_topic", "pipeline_view", "render_narrow"]
 
 #: Numbers of a lane, in the order they are shown; all from ``stats()``.
 LANE_NUMBERS = (*COUNTER_NAMES, "buffered", "wal_only_rows", "wal_bytes", "logged_seq", "settled_seq")
@@ -68,6 +68,16 @@ def _lane(
     return row
 
 
+def per_topic(stats: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
+    """``stats()["topics"]``; when the node left per-topic detail out (more topics than
+    ``stats()`` details by default), one row ``"(N topics)"`` with their sums per destination."""
+    topics = stats.get("topics") or {}
+    summary = stats.get("summary") or {}
+    if not topics and summary.get("topics"):
+        return {f"({summary['topics']} topics)": summary.get("destinations") or {}}
+    return topics
+
+
 def pipeline_view(
     stats: Mapping[str, Any],
     dead_letters: Iterable[DeadLetterSummary] | None,
@@ -93,7 +103,7 @@ def pipeline_view(
     moment = time.time() if now is None else now
     summary = None if dead_letters is None else list(dead_letters)
     lanes: dict[tuple[str, str], dict[str, Any]] = {}
-    for topic, destinations in sorted((stats.get("topics") or {}).items()):
+    for topic, destinations in sorted(per_topic(stats).items()):
         for destination, lane in sorted((destinations or {}).items()):
             lanes[(topic, destination)] = _lane(topic, destination, lane, moment)
     for item in summary or ():
@@ -110,6 +120,16 @@ def pipeline_view(
         row = lanes[(problem.topic, problem.destination)]
         row["problems"].append(problem.message)
         row["state"] = "unhealthy"
+    messages = [p.message for p in problems]
+    failing = [] if stats.get("topics") else list((stats.get("summary") or {}).get("failing") or ())
+    if failing:  # summed rows only: the node names the topics failing now
+        shown = ", ".join(failing[:10]) + (f" and {len(failing) - 10} more" if len(failing) > 10 else "")
+        message = f"topics with a destination failing: {shown} (datalogger health names each)"
+        messages.append(message)
+        for (topic, _), row in lanes.items():
+            if topic.startswith("(") and topic.endswith(" topics)"):
+                row["problems"].append(message)
+                row["state"] = "unhealthy"
     client = stats.get("client")
     return {
         "lanes": [lanes[key] for key in sorted(lanes)],
@@ -119,8 +139,8 @@ def pipeline_view(
             else None
         ),
         "rejected": _number(stats.get("rejected")),
-        "problems": [p.message for p in problems],
-        "healthy": not problems,
+        "problems": messages,
+        "healthy": not messages,
         "dead_letters_checked": summary is not None,
     }
 

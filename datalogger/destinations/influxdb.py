@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..exceptions import Backpressure, ConfigError, PermanentError
-from ..influx_client import InfluxHTTP, InfluxUDP, InfluxV2, LinesRejected
 from ..lineprotocol import (
     ROW_ERRORS,
     LineProtocolError,
@@ -36,6 +35,7 @@ from ..lineprotocol import (
 )
 from ..stamps import UNIT_NS
 from .base import Destination, Rows
+from .influx_client import InfluxHTTP, InfluxUDP, InfluxV2, LinesRejected
 
 __all__ = ["InfluxDBDestination"]
 

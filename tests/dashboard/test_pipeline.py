@@ -149,3 +149,27 @@ def test_status_is_a_table_on_a_wide_terminal_only(
     assert "rejected calls: 2" in text
     if not wide:
         assert max(len(line) for line in text.splitlines()) <= width
+
+
+def test_a_node_with_too_many_topics_to_detail_shows_their_sums_and_the_failing_ones() -> None:
+    """Beyond the topics stats() details by default, status and the dashboard show one summed
+    row per destination, unhealthy when the node names topics failing now."""
+    stats = {
+        "topics": {},
+        "summary": {
+            "topics": 10_000,
+            "destinations": {"db": lane(received=1_000_000, delivered=999_000), "files": lane()},
+            "failing": [f"sensor.{i}" for i in range(12)],
+        },
+    }
+    view = pipeline_view(stats, None, 60.0, NOW)
+    rows = {(row["topic"], row["destination"]): row for row in view["lanes"]}
+    assert set(rows) == {("(10000 topics)", "db"), ("(10000 topics)", "files")}
+    assert rows[("(10000 topics)", "db")]["received"] == 1_000_000
+    assert not view["healthy"]
+    assert "sensor.0" in view["problems"][0] and "2 more" in view["problems"][0]
+    assert all(row["state"] == "unhealthy" for row in rows.values())
+    text = render_narrow(view, 80)
+    assert "(10000 topics)" in text and "sensor.0" in text
+    stats["summary"]["failing"] = []
+    assert pipeline_view(stats, None, 60.0, NOW)["healthy"]

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from datalogger import Backpressure, ConfigError, DataLoggerError, PermanentError
+from datalogger.destinations.influx_client import MAX_DATAGRAM, InfluxHTTP, InfluxUnavailable, series_rows
 from datalogger.destinations.influxdb import InfluxDBDestination
-from datalogger.influx_client import MAX_DATAGRAM, InfluxHTTP, InfluxUnavailable, series_rows
 from tests.services import influxdb_or_skip, unique_name
 
 pytestmark = pytest.mark.integration

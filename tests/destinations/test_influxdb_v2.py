@@ -24,8 +24,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from datalogger import PermanentError
+from datalogger.destinations.influx_client import InfluxUnavailable, InfluxV2
 from datalogger.destinations.influxdb import InfluxDBDestination
-from datalogger.influx_client import InfluxUnavailable, InfluxV2
 from tests.conftest import free_port
 from tests.services import unique_name, victoriametrics_or_skip
 from tests.victoria import export, samples, series_of

@@ -32,8 +32,8 @@ import ssl as ssl_module
 from typing import Any
 from urllib.parse import urlencode
 
-from .exceptions import DataLoggerError, PermanentError
-from .lineprotocol import normalize_precision
+from ..exceptions import DataLoggerError, PermanentError
+from ..lineprotocol import normalize_precision
 
 __all__ = [
     "MAX_DATAGRAM",
